@@ -1,0 +1,40 @@
+/* Socket system calls for the loop: errno in, errno out.  Every function returns >= 0 on success
+ * and -errno on failure, so the Cython side can turn any failure into the right OSError subclass
+ * without reading a thread-global errno after other calls may have clobbered it. */
+#ifndef BS_NET_H
+#define BS_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Address family codes shared with Python. */
+#define BS_AF_INET 4
+#define BS_AF_INET6 6
+#define BS_AF_UNIX 1
+
+int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only);
+/* path[0] == '\0' is a Linux abstract name of pathlen bytes (no file, nothing to unlink). */
+int bs_listen_unix(const char *path, size_t pathlen, int backlog);
+int bs_accept(int lfd);
+/* Starts a non-blocking connect.  Returns the fd; *in_progress is 1 when the kernel has not finished
+ * (wait for writability, then read bs_socket_error).  local_ip may be NULL, local_port 0. */
+int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, int local_port,
+                   int *in_progress);
+int bs_connect_unix(const char *path, size_t pathlen, int *in_progress);
+int bs_socket_error(int fd);
+int bs_set_nodelay(int fd, int on);
+int bs_set_keepalive(int fd, int on, int initial_delay);
+int bs_set_linger0(int fd);
+int bs_shutdown(int fd, int how_read);
+/* Local or peer address as text.  Returns the family code (0 when the fd is not a socket the loop
+ * knows) and fills ip (INET6_ADDRSTRLEN bytes at least) and *port; for unix sockets fills path. */
+int bs_sockname(int fd, int peer, char *out, size_t outlen, int *port);
+int bs_local_port(int fd);
+
+ssize_t bs_send(int fd, const void *p, size_t n);
+ssize_t bs_sendv(int fd, const struct iovec *iov, int iovcnt);
+ssize_t bs_recv(int fd, void *p, size_t n);
+
+#endif

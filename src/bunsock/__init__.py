@@ -1,0 +1,51 @@
+"""bunsock: Bun's native TCP API for Python, on a C-accelerated epoll/kqueue loop.
+
+    import bunsock
+
+    class Echo:
+        def data(self, sock, buf):
+            sock.write(buf)
+
+    server = bunsock.listen(hostname="127.0.0.1", port=8080, socket=Echo())
+    bunsock.run()
+"""
+from ._abs import ArrayBufferSink
+from ._api import connect, listen
+from ._loop import Listener, Loop, Socket, Timer, backend, get_loop
+
+__all__ = [
+    "ArrayBufferSink",
+    "Listener",
+    "Loop",
+    "Socket",
+    "Timer",
+    "backend",
+    "call_every",
+    "call_later",
+    "call_soon",
+    "connect",
+    "get_loop",
+    "listen",
+    "run",
+]
+__version__ = "0.1.0"
+
+
+def run(loop=None):
+    """Run the loop (default: this thread's) until nothing referenced is left or loop.stop()."""
+    (loop if loop is not None else get_loop()).run()
+
+
+def call_later(delay, fn, *args):
+    """Call fn(*args) once after `delay` seconds on the default loop; returns a Timer."""
+    return get_loop().call_later(delay, fn, *args)
+
+
+def call_every(interval, fn, *args):
+    """Call fn(*args) every `interval` seconds (fixed rate) on the default loop; returns a Timer."""
+    return get_loop().call_every(interval, fn, *args)
+
+
+def call_soon(fn, *args):
+    """Call fn(*args) on the next iteration of the default loop; returns a Timer."""
+    return get_loop().call_soon(fn, *args)

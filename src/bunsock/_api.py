@@ -1,0 +1,156 @@
+"""Argument checking for listen() and connect(): everything here runs once per call, never per
+event, so it stays in Python where the error messages are easy to read."""
+import math
+import os
+import socket as _socket
+from collections.abc import Mapping
+
+from . import _loop
+
+HANDLER_NAMES = ("open", "data", "drain", "close", "error", "end", "timeout", "connect_error",
+                 "handshake")
+BINARY_TYPES = {"bytes": 0, "bytearray": 1, "memoryview": 2}
+
+
+def resolve_handlers(table):
+    """Turn a handler object or mapping into the tuple the loop stores (None = not set)."""
+    if table is None:
+        raise TypeError("socket= needs a handler table (an object or a mapping with at least "
+                        "'data' or 'drain')")
+    if isinstance(table, Mapping):
+        unknown = [k for k in table if k not in HANDLER_NAMES]
+        if unknown:
+            raise TypeError("unknown handler name(s) %s; expected some of %s"
+                            % (", ".join(map(repr, unknown)), ", ".join(HANDLER_NAMES)))
+        found = tuple(table.get(n) for n in HANDLER_NAMES)
+    else:
+        found = tuple(getattr(table, n, None) for n in HANDLER_NAMES)
+    for name, fn in zip(HANDLER_NAMES, found):
+        if fn is not None and not callable(fn):
+            raise TypeError("handler %r must be callable, not %s" % (name, type(fn).__name__))
+    if found[1] is None and found[2] is None:
+        raise TypeError("a handler table needs at least a 'data' or a 'drain' handler")
+    return found
+
+
+def _int_arg(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
+    if not lo <= value <= hi:
+        raise ValueError("%s must be in %d..%d, not %d" % (name, lo, hi, value))
+    return value
+
+
+def _seconds(name, value):
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
+    if not math.isfinite(value) or value < 0 or value > 2_000_000:
+        raise ValueError("%s must be between 0 and 2e6 seconds, not %r" % (name, value))
+    return float(value)
+
+
+def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls=None,
+              server_side=False, server_hostname=None):
+    handlers = resolve_handlers(socket)
+    if binary_type not in BINARY_TYPES:
+        raise ValueError("binary_type must be one of %s, not %r"
+                         % (", ".join(map(repr, BINARY_TYPES)), binary_type))
+    hwm = -1 if high_water_mark is None else _int_arg("high_water_mark", high_water_mark, 0,
+                                                       2 ** 62)
+    return _loop._make_ctx(handlers, BINARY_TYPES[binary_type], bool(allow_half_open), hwm,
+                           int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname)
+
+
+def _ip_family(host):
+    """BS_AF_INET / BS_AF_INET6 for an IP literal, else None."""
+    for fam, code in ((_socket.AF_INET, 4), (_socket.AF_INET6, 6)):
+        try:
+            _socket.inet_pton(fam, host)
+            return code
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def _check_endpoint(hostname, port, unix):
+    if unix is not None:
+        if hostname is not None or port is not None:
+            raise ValueError("give either hostname and port, or unix, not both")
+        if isinstance(unix, str) and unix.startswith("\0"):
+            path = unix.encode()
+        else:
+            path = os.fsencode(unix)
+        if not path:
+            raise ValueError("unix path must not be empty")
+        if len(path) > 107:
+            raise ValueError("unix path too long (%d bytes, the kernel allows 107)" % len(path))
+        return None, None, path
+    if hostname is None:
+        raise ValueError("give hostname and port, or unix")
+    if not isinstance(hostname, str):
+        raise TypeError("hostname must be a str, not %s" % type(hostname).__name__)
+    if port is None:
+        raise ValueError("port is required with hostname (0 picks a free port)")
+    return hostname, _int_arg("port", port, 0, 65535), None
+
+
+def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, reuse_port=False,
+           ipv6_only=False, allow_half_open=False, backlog=1024, high_water_mark=None,
+           binary_type="bytes", idle_timeout=None, loop=None):
+    """Bind and listen; connections are accepted on the loop and handed to `socket` handlers."""
+    hostname, port, path = _check_endpoint(hostname, port, unix)
+    backlog = _int_arg("backlog", backlog, 0, 65535)
+    tls_ctx = None
+    if tls is not None and tls is not False:
+        from ._tls import server_context
+        tls_ctx = server_context(tls)
+    ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
+                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None)
+    loop = loop if loop is not None else _loop.get_loop()
+    if path is not None:
+        return loop._listen_unix(ctx, data, path, unix, backlog)
+    family = _ip_family(hostname)
+    ip = hostname
+    if family is None:
+        try:
+            infos = _socket.getaddrinfo(hostname, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, 0,
+                                        _socket.AI_PASSIVE)
+        except _socket.gaierror as e:
+            raise OSError(e.errno, "cannot resolve %r: %s" % (hostname, e.strerror)) from None
+        fam, _, _, _, sa = infos[0]
+        family = 6 if fam == _socket.AF_INET6 else 4
+        ip = sa[0].split("%")[0]
+    return loop._listen_tcp(ctx, data, family, ip, port, backlog, bool(reuse_port),
+                            bool(ipv6_only), hostname)
+
+
+def connect(*, hostname=None, port=None, unix=None, socket, data=None, tls=None,
+            allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
+            binary_type="bytes", timeout=None, loop=None):
+    """Start connecting; returns the Socket at once (ready_state "connecting"). `open` fires on
+    success, `connect_error` on failure. `timeout` bounds resolution + connect, then becomes
+    the socket's idle timeout."""
+    hostname, port, path = _check_endpoint(hostname, port, unix)
+    timeout_s = _seconds("timeout", timeout)
+    if local_address is not None:
+        if not isinstance(local_address, str) or _ip_family(local_address) is None:
+            raise ValueError("local_address must be an IP address string, not %r"
+                             % (local_address,))
+    lport = 0 if local_port is None else _int_arg("local_port", local_port, 0, 65535)
+    tls_ctx = None
+    server_hostname = None
+    if tls is not None and tls is not False:
+        from ._tls import client_context
+        tls_ctx, server_hostname = client_context(tls, hostname)
+    ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, timeout_s, tls_ctx,
+                    False, server_hostname)
+    loop = loop if loop is not None else _loop.get_loop()
+    addrs = None
+    if path is None:
+        family = _ip_family(hostname)
+        if family is not None:
+            addrs = [(family, hostname)]
+    return loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
+                         timeout_s)
