@@ -111,18 +111,8 @@ cdef void _unraisable(object exc, object where) noexcept:
 # Handler table
 
 
-@cython.final
 cdef class _Ctx:
     """The handler table and settings shared by every socket of one listener (or one client)."""
-    cdef object on_open, on_data, on_drain, on_close, on_error, on_end, on_timeout
-    cdef object on_connect_error, on_handshake
-    cdef int binary_type
-    cdef bint allow_half_open
-    cdef Py_ssize_t hwm          # -1: unbounded
-    cdef uint32_t idle_ms        # 0: no idle timeout
-    cdef object tls              # ssl.SSLContext or None
-    cdef object tls_server_side
-    cdef object server_hostname
 
     cdef set_handlers(self, tuple h):
         (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error, self.on_end,
@@ -164,17 +154,10 @@ def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t 
 
 
 cdef class _Handle:
-    cdef Loop loop
-    cdef int fd
-    cdef uint32_t mask      # interest currently registered with the poller
-
-    cdef int _on_event(self, uint32_t ev) except -1:
-        return 0
+    pass
 
 
-@cython.final
 cdef class _Waker(_Handle):
-    cdef bs_waker w
 
     cdef int _on_event(self, uint32_t ev) except -1:
         bs_waker_drain(&self.w)
@@ -185,17 +168,8 @@ cdef class _Waker(_Handle):
 # Timers
 
 
-@cython.final
 cdef class Timer:
     """A loop timer from call_later / call_every / call_soon. cancel(), ref(), unref()."""
-    cdef Loop loop
-    cdef bs_timer t
-    cdef object fn
-    cdef tuple args
-    cdef uint64_t interval      # ms; 0 = one-shot
-    cdef uint64_t start         # ms; call_every's n-th call is due at start + n * interval
-    cdef bint refed
-    cdef bint active            # armed in the wheel or waiting in the ready queue
 
     def __cinit__(self):
         global _n_timers
@@ -287,24 +261,7 @@ def get_loop():
 
 cdef class Loop:
     """An event loop: bunsock.run() drives the thread's default one; Loop() makes a private one."""
-    cdef bs_poller poller
-    cdef bs_event *events
-    cdef bs_wheel wheel
-    cdef char *rbuf
-    cdef Py_ssize_t rbuf_size
-    cdef Py_ssize_t read_budget
-    cdef uint64_t now
-    cdef Py_ssize_t refs
-    cdef int depth                 # handler calls in progress (writes are corked while > 0)
-    cdef Socket cork_head          # sockets with corked writes to flush when depth returns to 0
-    cdef list dead                 # closed this batch: kept alive until the batch is done
-    cdef object ready              # deque of Timer for call_soon
-    cdef bint running, stopping, closed
-    cdef _Waker waker
-    cdef object executor
-    cdef object thread_ident
     # counters (stats())
-    cdef uint64_t n_send, n_recv, n_poll, n_accept
 
     def __cinit__(self, Py_ssize_t read_buffer_size=256 * 1024):
         global _n_loops
@@ -391,10 +348,10 @@ cdef class Loop:
 
     # -- handler scope: writes are corked until the outermost handler returns --
 
-    cdef inline void _enter(self) noexcept:
+    cdef void _enter(self) noexcept:
         self.depth += 1
 
-    cdef inline int _leave(self) except -1:
+    cdef int _leave(self) except -1:
         self.depth -= 1
         if self.depth == 0 and self.cork_head is not None:
             self._uncork()
@@ -546,8 +503,14 @@ cdef class Loop:
                     h = <_Handle>ev.ptr
                     # A handle closed earlier in this batch is still alive (see `dead`) but has
                     # fd -1: its stale events are dropped here.
-                    if h.fd >= 0:
-                        h._on_event(ev.mask)
+                    if h.fd < 0:
+                        continue
+                    if type(h) is Socket:
+                        (<Socket>h)._on_event(ev.mask)
+                    elif type(h) is Listener:
+                        (<Listener>h)._on_event(ev.mask)
+                    else:
+                        (<_Waker>h)._on_event(ev.mask)
                 if self.dead:
                     self.dead.clear()
                 self._run_timers()
@@ -640,18 +603,8 @@ cdef inline int errno_value() noexcept nogil:
 # Listener
 
 
-@cython.final
 cdef class Listener(_Handle):
     """A listening socket: accepts connections and hands them to the shared handler table."""
-    cdef _Ctx ctx
-    cdef public object data
-    cdef object _hostname, _unix
-    cdef bytes _unix_path
-    cdef int _port
-    cdef Py_ssize_t _connections
-    cdef Socket head              # accepted sockets still open (intrusive list)
-    cdef bint refed, stopped
-    cdef Timer backoff
 
     def __cinit__(self):
         global _n_listeners
@@ -826,12 +779,9 @@ cdef class Listener(_Handle):
 
 cdef class _SockExt:
     """Rarely used per-socket state, kept off the Socket so an idle connection stays small."""
-    cdef public object peer, local, addrs, host, local_ip, unix_path, tls, last_exc
-    cdef public int port, local_port, addr_index
 
 
 cdef class _CorkCtx:
-    cdef Socket s
 
     def __enter__(self):
         self.s.cork_depth += 1
@@ -845,24 +795,8 @@ cdef class _CorkCtx:
         return False
 
 
-@cython.final
 cdef class Socket(_Handle):
     """One TCP or unix connection. Handlers live in the shared table, context in `sock.data`."""
-    cdef _Ctx ctx
-    cdef public object data
-    cdef Listener _listener
-    cdef Socket lprev, lnext          # listener's list of open sockets
-    cdef Socket cork_next             # loop's cork list
-    cdef object cork_obj              # the one bytes object written while corked (not copied)
-    cdef _SockExt ext
-    cdef bs_sink sink
-    cdef bs_timer t                   # connect deadline, then idle timeout
-    cdef uint64_t bytes_read, bytes_written
-    cdef uint32_t timeout_ms
-    cdef uint32_t last_active         # loop ms, truncated: idle spans are far below 2^32 ms
-    cdef uint32_t flags
-    cdef uint8_t state
-    cdef uint8_t cork_depth
 
     def __cinit__(self):
         global _n_sockets
@@ -1294,7 +1228,7 @@ cdef class Socket(_Handle):
 
     # -- writing --
 
-    cdef inline Py_ssize_t _pending(self):
+    cdef Py_ssize_t _pending(self):
         if self.cork_obj is not None:
             return self.sink.len + PyBytes_GET_SIZE(self.cork_obj)
         return self.sink.len

@@ -1,0 +1,145 @@
+# Declarations of the loop types, so other Cython modules (TLS) reach their C-level parts.
+cimport cython
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from ._core cimport *
+
+@cython.final
+cdef class _Ctx:
+    cdef object on_open, on_data, on_drain, on_close, on_error, on_end, on_timeout
+    cdef object on_connect_error, on_handshake
+    cdef int binary_type
+    cdef bint allow_half_open
+    cdef Py_ssize_t hwm          # -1: unbounded
+    cdef uint32_t idle_ms        # 0: no idle timeout
+    cdef object tls              # ssl.SSLContext or None
+    cdef object tls_server_side
+    cdef object server_hostname
+    cdef set_handlers(self, tuple h)
+    cdef _Ctx copy(self)
+    cdef tuple handlers(self)
+
+cdef class _Handle:
+    cdef Loop loop
+    cdef int fd
+    cdef uint32_t mask      # interest currently registered with the poller
+
+@cython.final
+cdef class _Waker(_Handle):
+    cdef bs_waker w
+    cdef int _on_event(self, uint32_t ev) except -1
+
+@cython.final
+cdef class Timer:
+    cdef Loop loop
+    cdef bs_timer t
+    cdef object fn
+    cdef tuple args
+    cdef uint64_t interval      # ms; 0 = one-shot
+    cdef uint64_t start         # ms; call_every's n-th call is due at start + n * interval
+    cdef bint refed
+    cdef bint active            # armed in the wheel or waiting in the ready queue
+    cdef _deactivate(self)
+    cdef int _fire(self) except -1
+
+cdef class Loop:
+    cdef bs_poller poller
+    cdef bs_event *events
+    cdef bs_wheel wheel
+    cdef char *rbuf
+    cdef Py_ssize_t rbuf_size
+    cdef Py_ssize_t read_budget
+    cdef uint64_t now
+    cdef Py_ssize_t refs
+    cdef int depth                 # handler calls in progress (writes are corked while > 0)
+    cdef Socket cork_head          # sockets with corked writes to flush when depth returns to 0
+    cdef list dead                 # closed this batch: kept alive until the batch is done
+    cdef object ready              # deque of Timer for call_soon
+    cdef bint running, stopping, closed
+    cdef _Waker waker
+    cdef object executor
+    cdef object thread_ident
+    cdef uint64_t n_send, n_recv, n_poll, n_accept
+    cdef _close_c(self)
+    cdef int _check_open(self) except -1
+    cdef void _enter(self) noexcept
+    cdef int _leave(self) except -1
+    cdef int _uncork(self) except -1
+    cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
+    cdef int _run_ready(self) except -1
+    cdef int _run_timers(self) except -1
+    cdef _resolve(self, host, int port, callback)
+
+@cython.final
+cdef class Listener(_Handle):
+    cdef _Ctx ctx
+    cdef public object data
+    cdef object _hostname, _unix
+    cdef bytes _unix_path
+    cdef int _port
+    cdef Py_ssize_t _connections
+    cdef Socket head              # accepted sockets still open (intrusive list)
+    cdef bint refed, stopped
+    cdef Timer backoff
+    @staticmethod
+    cdef Listener _new(Loop loop, _Ctx ctx, data, int fd)
+    cdef int _on_event(self, uint32_t ev) except -1
+    cdef _pause_accept(self)
+    cdef _link(self, Socket s)
+    cdef _unlink(self, Socket s)
+
+cdef class _SockExt:
+    cdef public object peer, local, addrs, host, local_ip, unix_path, tls, last_exc
+    cdef public int port, local_port, addr_index
+
+cdef class _CorkCtx:
+    cdef Socket s
+
+@cython.final
+cdef class Socket(_Handle):
+    cdef _Ctx ctx
+    cdef public object data
+    cdef Listener _listener
+    cdef Socket lprev, lnext          # listener's list of open sockets
+    cdef Socket cork_next             # loop's cork list
+    cdef object cork_obj              # the one bytes object written while corked (not copied)
+    cdef _SockExt ext
+    cdef bs_sink sink
+    cdef bs_timer t                   # connect deadline, then idle timeout
+    cdef uint64_t bytes_read, bytes_written
+    cdef uint32_t timeout_ms
+    cdef uint32_t last_active         # loop ms, truncated: idle spans are far below 2^32 ms
+    cdef uint32_t flags
+    cdef uint8_t state
+    cdef uint8_t cork_depth
+    @staticmethod
+    cdef Socket _new(Loop loop, _Ctx ctx, data, int fd, Listener listener)
+    @staticmethod
+    cdef int _accepted(Listener l, int fd) except -1
+    cdef int _fire_open(self) except -1
+    cdef _SockExt _get_ext(self)
+    cdef int _report(self, exc) except -1
+    cdef int _call(self, object h) except -1
+    cdef int _on_event(self, uint32_t ev) except -1
+    cdef int _deregister_quiet(self) except -1
+    cdef int _set_mask(self, uint32_t mask) except -1
+    cdef int _on_readable(self) except -1
+    cdef int _on_eof(self) except -1
+    cdef int _on_writable(self) except -1
+    cdef int _on_timer(self) except -1
+    cdef int _on_connected(self) except -1
+    cdef int _connect_failed(self, exc) except -1
+    cdef int _teardown(self) except -1
+    cdef int _close(self, object err) except -1
+    cdef int _fail(self, int err) except -1
+    cdef Py_ssize_t _pending(self)
+    cdef int _spill_cork(self) except -1
+    cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2
+    cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2
+    cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2
+    cdef int _flush(self) except -1
+    cdef int _finish_end(self) except -1
+    cdef int _end(self) except -1
+    cdef Py_ssize_t _writev(self, list bufs) except -2
+    cdef int _start_tls_from_ctx(self) except -1
+    cdef object _addr(self, bint peer)
+    cdef object _tls(self)
