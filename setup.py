@@ -10,6 +10,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("BUNSOCK_DEBUG", "") not in ("", "0")
+ASAN = os.environ.get("BUNSOCK_ASAN", "") not in ("", "0")
 
 # Only the C core is held to -Wall -Wextra -Werror (tests/test_csrc.py compiles it that way);
 # Cython's generated code trips -Wextra in ways that are not ours to fix.
@@ -21,6 +22,11 @@ if DEBUG:
 else:
     cflags += ["-O2"]
     macros += [("NDEBUG", "1")]
+ldflags = []
+if ASAN:
+    # Run with LD_PRELOAD=$(gcc -print-file-name=libasan.so): see scripts/asan-tests.sh.
+    cflags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    ldflags += ["-fsanitize=address"]
 
 directives = {
     "language_level": "3",
@@ -41,6 +47,7 @@ def ext(name, sources):
         include_dirs=["csrc"],
         define_macros=macros,
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
     )
 
 

@@ -64,6 +64,7 @@ cdef class Loop:
     cdef void _enter(self) noexcept
     cdef int _leave(self) except -1
     cdef int _uncork(self) except -1
+    cdef int _retire(self, object handle) except -1
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1

@@ -357,6 +357,15 @@ cdef class Loop:
             self._uncork()
         return 0
 
+    cdef int _retire(self, object handle) except -1:
+        """Drop the poller's reference to a closed handle. While a batch of events is being
+        dispatched the handle may still have an entry later in it, so it is kept alive until
+        the batch ends (its fd is -1 by then, and the entry is skipped)."""
+        if self.running:
+            self.dead.append(handle)
+        Py_DECREF(handle)
+        return 0
+
     cdef int _uncork(self) except -1:
         cdef Socket s
         while self.cork_head is not None:
@@ -707,8 +716,7 @@ cdef class Listener(_Handle):
                     os.unlink(self._unix_path)
                 except OSError:
                     pass
-            self.loop.dead.append(self)
-            Py_DECREF(self)
+            self.loop._retire(self)
         if close_active:
             victims = []
             s = self.head
@@ -1132,7 +1140,9 @@ cdef class Socket(_Handle):
         self.flags |= F_OPENED
         if not (self.flags & F_UNIX):
             bs_set_nodelay(self.fd, 1)
-        self._set_mask(BS_READABLE | (BS_WRITABLE if self._pending() else 0))
+        # pause() while connecting holds: no read interest until resume().
+        self._set_mask((0 if self.flags & F_PAUSED else BS_READABLE) |
+                       (BS_WRITABLE if self._pending() else 0))
         bs_wheel_cancel(&loop.wheel, &self.t)
         if self.ctx.idle_ms:
             self.timeout_ms = self.ctx.idle_ms
@@ -1142,7 +1152,8 @@ cdef class Socket(_Handle):
         if self.ctx.tls is not None:
             return self._start_tls_from_ctx()
         self._fire_open()
-        if self.state != ST_CLOSED and self._pending():
+        # end() while connecting (even with nothing written) owes the peer a FIN now.
+        if self.state != ST_CLOSED and (self._pending() or (self.flags & F_ENDING)):
             self._flush()
         return 0
 
@@ -1187,8 +1198,7 @@ cdef class Socket(_Handle):
             loop.refs -= 1
         if self._listener is not None and (self.lprev is not None or self._listener.head is self):
             self._listener._unlink(self)
-        loop.dead.append(self)
-        Py_DECREF(self)       # the loop's reference; `dead` keeps it alive until the batch ends
+        loop._retire(self)
         return 0
 
     cdef int _close(self, object err) except -1:
@@ -1503,12 +1513,23 @@ cdef class Socket(_Handle):
         if r < 0:
             _raise_errno(-r)
         if not read:
-            # Nothing buffered can be sent after our FIN.
+            # Nothing buffered can be sent after our FIN; no `drain` is owed for dropped bytes.
             self.flags |= F_SHUT_WR | F_ENDING
+            self.flags &= ~F_NEED_DRAIN
             bs_sink_free(&self.sink)
             self.cork_obj = None
             if self.flags & F_EOF:
                 self._close(None)
+            elif self.mask & BS_WRITABLE:
+                self._set_mask(self.mask & ~BS_WRITABLE)
+        elif not (self.flags & F_EOF):
+            # After SHUT_RD the kernel reports EOF on every read; that is not the peer's FIN, so
+            # no `end` (and no automatic close): stop reading, as if the input were finished.
+            self.flags |= F_EOF
+            if self.flags & F_SHUT_WR:
+                self._close(None)
+            elif self.mask & BS_READABLE:
+                self._set_mask(self.mask & ~BS_READABLE)
 
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
