@@ -1,0 +1,30 @@
+"""Echo server: one handler table shared by every connection.
+
+    python examples/echo_server.py [PORT]
+"""
+import sys
+
+import bunsock
+
+
+class Echo:
+    def open(self, sock):
+        sock.data = {"bytes": 0}          # per-connection context lives on sock.data
+
+    def data(self, sock, buf):
+        sock.data["bytes"] += len(buf)
+        sock.write(buf)                   # never drops: what the kernel can't take waits in C
+
+    def close(self, sock, err):
+        print("%s:%s gone after %d bytes (%s)" % (sock.remote_address, sock.remote_port,
+                                                  sock.data["bytes"], err or "clean"))
+
+
+if __name__ == "__main__":
+    server = bunsock.listen(hostname="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 0,
+                            socket=Echo(), idle_timeout=60)
+    print("echo server on port", server.port)
+    try:
+        bunsock.run()
+    except KeyboardInterrupt:
+        server.stop(True)
