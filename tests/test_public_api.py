@@ -1,0 +1,43 @@
+"""The stub file, __all__ and the runtime agree, so docs and types cannot drift silently."""
+import ast
+import inspect
+from pathlib import Path
+
+import bunsock
+
+STUB = Path(__file__).resolve().parents[1] / "src" / "bunsock" / "__init__.pyi"
+
+
+def stub_tree():
+    return ast.parse(STUB.read_text())
+
+
+def stub_names():
+    names = set()
+    for node in stub_tree().body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ImportFrom):
+            names.update(a.asname or a.name for a in node.names)
+    return names
+
+
+def test_all_matches_stub():
+    missing = set(bunsock.__all__) - stub_names()
+    assert not missing, "in __all__ but not in __init__.pyi: %s" % sorted(missing)
+    for name in bunsock.__all__:
+        assert hasattr(bunsock, name), name
+
+
+def test_stub_classes_match_runtime_members():
+    for node in stub_tree().body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        cls = getattr(bunsock, node.name)
+        stubbed = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        stubbed |= {n.target.id for n in node.body if isinstance(n, ast.AnnAssign)}
+        for name in stubbed:
+            assert hasattr(cls, name), "%s.%s is in the stub but not at runtime" % (node.name, name)
+        public = {n for n, _ in inspect.getmembers(cls) if not n.startswith("_")}
+        assert not public - stubbed, "%s has public members missing from the stub: %s" % (
+            node.name, sorted(public - stubbed))
