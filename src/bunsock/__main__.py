@@ -1,0 +1,28 @@
+"""``python -m bunsock COMMAND``: command-line entry points.
+
+    python -m bunsock bench [--quick] [--json]    compare bunsock with asyncio/uvloop here (see bench.py)
+"""
+import sys
+
+USAGE = """usage: python -m bunsock bench [--quick] [--json] [--servers LIST] [--reps N] [--duration S]
+
+commands:
+  bench    echo benchmark: bunsock vs asyncio (and uvloop if installed) on this machine
+"""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "bench":
+        from .bench import main as bench_main  # imported late: only this command needs it
+
+        return bench_main(argv[1:])
+    sys.stderr.write("unknown command %r\n\n%s" % (argv[0], USAGE))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
