@@ -12,6 +12,7 @@
 from ._abs import ArrayBufferSink
 from ._api import connect, listen
 from ._loop import Listener, Loop, Socket, Timer, backend, get_loop
+from .serve import serve
 
 __all__ = [
     "ArrayBufferSink",
@@ -27,8 +28,17 @@ __all__ = [
     "get_loop",
     "listen",
     "run",
+    "serve",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # bunsock.aio imports asyncio: only pay for it when it is used.
+    if name == "aio":
+        import importlib
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError("module 'bunsock' has no attribute %r" % name)
 
 
 def run(loop=None):

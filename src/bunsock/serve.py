@@ -1,0 +1,101 @@
+"""Pre-forked workers sharing one port: one process (and one loop) per core.
+
+    def setup():
+        bunsock.listen(hostname="0.0.0.0", port=8080, socket=Handlers(), reuse_port=True)
+
+    bunsock.serve(workers=4, setup=setup)
+
+Each worker calls setup() and then bunsock.run(). The kernel spreads new connections over the
+listeners (SO_REUSEPORT). A worker that dies is replaced; SIGINT or SIGTERM to the parent stops
+every worker (SIGTERM to each, then SIGKILL after `grace` seconds) and serve() returns.
+"""
+import os
+import signal
+import sys
+import time
+
+__all__ = ["serve"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _worker(setup):
+    # The parent's handlers must not run in the child; SIGTERM ends a worker, Ctrl-C in a
+    # terminal reaches the whole process group and the parent coordinates the stop.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = 0
+    try:
+        from . import run
+        setup()
+        run()
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
+    """Fork `workers` processes (default: one per CPU) that each run setup() then the loop;
+    keep that many alive until SIGINT/SIGTERM. Returns after every worker has exited."""
+    if setup is None or not callable(setup):
+        raise TypeError("serve() needs setup=, a callable that creates this worker's listeners")
+    n = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError("workers must be a positive int, not %r" % (workers,))
+    stopping = []
+    children = {}
+
+    def spawn(slot):
+        pid = os.fork()
+        if pid == 0:
+            _worker(setup)
+        children[pid] = slot
+
+    def on_signal(signum, frame):
+        # Raising is what interrupts os.waitpid: PEP 475 retries it after a handler returns.
+        stopping.append(signum)
+        raise _Stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for slot in range(n):
+            spawn(slot)
+        while children and not stopping:
+            try:
+                pid, _status = os.waitpid(-1, 0)
+                slot = children.pop(pid, None)
+                if slot is not None:
+                    time.sleep(restart_delay)     # a worker that crashes at start must not spin
+                    spawn(slot)
+            except ChildProcessError:
+                break
+    except _Stop:
+        pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while children and time.monotonic() < deadline:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                children.pop(pid, None)
+            else:
+                time.sleep(0.02)
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass

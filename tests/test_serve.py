@@ -1,0 +1,92 @@
+"""bunsock.serve(): pre-forked workers on one reuse_port listener, restarted when they die."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import bunsock
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    import bunsock
+
+    PORT = int(sys.argv[1])
+
+    class WhoAmI:
+        def data(self, sock, buf):
+            sock.end(str(os.getpid()).encode())
+
+    def setup():
+        bunsock.listen(hostname="127.0.0.1", port=PORT, socket=WhoAmI(), reuse_port=True)
+
+    print("parent", os.getpid(), flush=True)
+    bunsock.serve(workers=2, setup=setup, restart_delay=0.05)
+    print("stopped", flush=True)
+""")
+
+
+def ask(port):
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"?")
+                data = b""
+                while True:
+                    chunk = c.recv(100)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data:
+                    return int(data)
+        except (ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("no worker answered on port %d" % port)
+        time.sleep(0.05)
+
+
+def test_serve_spreads_restarts_and_stops(tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    script = tmp_path / "srv.py"
+    script.write_text(SCRIPT)
+    p = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().startswith("parent")
+        pids = {ask(port) for _ in range(60)}
+        assert len(pids) == 2, "reuse_port should spread 60 connections over both workers"
+        victim = pids.pop()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        seen = set()
+        while time.monotonic() < deadline:
+            seen.add(ask(port))
+            if seen - pids - {victim}:
+                break
+        assert seen - pids - {victim}, "the killed worker was not replaced"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+        assert p.stdout.readline().strip() == "stopped"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+
+def test_serve_rejects_bad_arguments():
+    with pytest.raises(TypeError):
+        bunsock.serve(workers=1)
+    with pytest.raises(ValueError):
+        bunsock.serve(workers=0, setup=lambda: None)
