@@ -30,6 +30,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
+def _child_setup():
+    # Pinned to CPU 0. SIGINT back to default: a harness started in the background (nohup, `&`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.sched_setaffinity(0, {0})
+
+
 # --------------------------------------------------------------------------------------- server
 
 def serve(variant, pieces):
@@ -74,7 +81,7 @@ def one_run(variant, args):
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", variant,
                               "--pieces", str(args.pieces)],
                              stdout=subprocess.PIPE, text=True, env=env,
-                             preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+                             preexec_fn=_child_setup)
     try:
         port = int(child.stdout.readline())
         r = _loadgen.run("127.0.0.1", port, conns=args.conns, pipeline=args.pipeline,
@@ -141,6 +148,9 @@ def main():
               % (v, s[0], c[0], c[1], c[2], r[0], r[1], r[2]))
     if "corked" in runs and "uncorked" in runs:
         c, u = med("corked", "cpu_us")[0], med("uncorked", "cpu_us")[0]
+        if "joined" in runs:
+            j = med("joined", "cpu_us")[0]
+            print("\ncorked vs joined by hand: server CPU per message x%.2f" % (c / j))
         print("\ncorked saves %.0f%% of server CPU per message and %.1f send syscalls per "
               "message versus uncorked." % (100.0 * (u - c) / u,
                                             med("uncorked", "sends_per_msg")[0]

@@ -45,6 +45,13 @@ def _raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def _child_setup():
+    # Pinned to CPU 0. SIGINT back to default: a harness started in the background (nohup, `&`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.sched_setaffinity(0, {0})
+
+
 # --------------------------------------------------------------------------------------- server
 
 def serve(variant):
@@ -93,7 +100,7 @@ def start_server(variant):
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", variant],
                              stdout=subprocess.PIPE, text=True, env=env,
-                             preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+                             preexec_fn=_child_setup)
     return child, int(child.stdout.readline())
 
 
@@ -193,11 +200,14 @@ def main():
         print("| %s | %.2f (%.2f–%.2f) | %.0f (%.0f–%.0f) |" % (v, c[0], c[1], c[2], r[0], r[1],
                                                              r[2]))
     if "none" in runs:
-        base = med("none", "cpu_us")[0]
+        # Per-rep ratios against the run right next to it: slow drift of a shared machine
+        # cancels out better than in a ratio of medians.
         for v in variants:
             if v != "none":
-                print("\n%s costs %+.1f%% server CPU per message versus none."
-                      % (v, 100.0 * (med(v, "cpu_us")[0] - base) / base))
+                ratios = sorted(a["cpu_us"] / b["cpu_us"] for a, b in zip(runs[v], runs["none"])
+                                if a["cpu_us"] and b["cpu_us"])
+                print("\n%s vs none: server CPU per message x%.3f (median of per-rep ratios; "
+                      "range %.3f–%.3f)" % (v, statistics.median(ratios), ratios[0], ratios[-1]))
 
     st, r = fire_run(args)
     print("\nTimeouts firing: %d idle connections, idle_timeout=1 s with a `timeout` handler."

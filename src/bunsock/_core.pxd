@@ -48,7 +48,7 @@ cdef extern from "timers.h" nogil:
         uint64_t deadline
         void *owner
     ctypedef struct bs_wheel:
-        pass
+        size_t count
     void bs_wheel_init(bs_wheel *w, uint64_t now_ms)
     void bs_timer_init(bs_timer *t, void *owner)
     int bs_timer_armed(const bs_timer *t)

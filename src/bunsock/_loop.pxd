@@ -1,6 +1,6 @@
 # Declarations of the loop types, so other Cython modules (TLS) reach their C-level parts.
 cimport cython
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from ._core cimport *
 
 @cython.final
@@ -54,7 +54,8 @@ cdef class Loop:
     cdef Socket cork_head          # sockets with corked writes to flush when depth returns to 0
     cdef list dead                 # closed this batch: kept alive until the batch is done
     cdef object ready              # deque of Timer for call_soon
-    cdef bint running, stopping, closed
+    cdef Py_ssize_t nready         # len(ready), read once per iteration
+    cdef bint running, stopping, closed, embedded
     cdef _Waker waker
     cdef object executor
     cdef object thread_ident
@@ -68,6 +69,10 @@ cdef class Loop:
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1
+    cdef int64_t _timeout(self)
+    cdef int _iterate(self, int timeout) except -1
+    cdef int _begin(self) except -1
+    cdef void _end(self) noexcept
     cdef _resolve(self, host, int port, callback)
 
 @cython.final
@@ -144,3 +149,15 @@ cdef class Socket(_Handle):
     cdef int _start_tls_from_ctx(self) except -1
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
+
+
+cdef class _TlsHook:
+    # The loop calls these on sock.ext.tls (a bunsock._tls.TLSState) instead of its plaintext paths.
+    cdef int feed(self, Socket s, char *p, Py_ssize_t n) except -1      # raw bytes read
+    cdef int eof(self, Socket s) except -1                              # peer FIN, before `end`
+    cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2
+    cdef int drained(self, Socket s) except -1
+    cdef int closed(self, Socket s) except -1
+    cdef int before_fin(self, Socket s) except -1                       # 1: FIN now, 0: not yet
+    cdef int resumed(self, Socket s) except -1
+    cdef Py_ssize_t buffered(self) noexcept                             # plaintext held back

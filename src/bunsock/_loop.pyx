@@ -31,6 +31,19 @@ import threading
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
 
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+cdef extern from *:
+    """
+    /* volatile: compilers delete a malloc that is freed unused, and this one is for its effect. */
+    static void _prime_malloc(size_t n) {
+        void *volatile p = malloc(n);
+        free(p);
+    }
+    """
+    void _prime_malloc(size_t n) nogil
+
 cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_READ
@@ -272,9 +285,19 @@ cdef class Loop:
         if bs_poller_open(&self.poller, MAX_EVENTS) < 0:
             _raise_errno(errno_value())
         self.events = <bs_event *>malloc(MAX_EVENTS * sizeof(bs_event))
-        self.rbuf = <char *>malloc(read_buffer_size)
+        # Page-aligned: the kernel's copy into it (rep movsb) is several times slower into a
+        # destination that is not cache-line aligned, and malloc's large blocks are at page+16.
+        if posix_memalign(<void **>&self.rbuf, 4096, read_buffer_size) != 0:
+            self.rbuf = NULL
         if self.events == NULL or self.rbuf == NULL:
             raise MemoryError()
+        # Every read becomes a bytes object of up to read_buffer_size, several of them alive at
+        # once under load. glibc serves blocks above its mmap threshold (128 KiB in a fresh
+        # process) with mmap/munmap and gives the heap top back above twice that, so a busy
+        # server would pay brk/mmap and page faults on every large read (measured: 3 brk calls
+        # per 1 MiB echo). Freeing one mmapped 4 MiB block raises both thresholds through
+        # glibc's own dynamic-threshold rule: up to 8 MiB of free heap stays mapped.
+        _prime_malloc(max(4 << 20, read_buffer_size + 4096))
         self.rbuf_size = read_buffer_size
         # One busy socket may take this much per iteration before the others get their turn.
         self.read_budget = 4 * read_buffer_size
@@ -313,12 +336,26 @@ cdef class Loop:
         """Release the poller and buffers. Close sockets and stop listeners first."""
         if self.running:
             raise RuntimeError("cannot close a running loop")
+        cdef bs_timer *t
         if self.closed:
             return
         self.closed = True
         if self.executor is not None:
             self.executor.shutdown(wait=False)
             self.executor = None
+        # An armed Timer holds the wheel's reference to itself (and so to this loop): timers still
+        # pending (e.g. unref'd ones) would keep both alive forever. Empty the wheel.
+        while True:
+            t = bs_wheel_pop_expired(&self.wheel, self.now + (<uint64_t>1 << 50))
+            if t == NULL:
+                break
+            owner = <object>t.owner
+            if type(owner) is Timer:
+                (<Timer>owner).active = False
+                if (<Timer>owner).refed:
+                    self.refs -= 1
+                Py_DECREF(owner)
+        self.ready.clear()
         self._close_c()
 
     def stop(self):
@@ -384,8 +421,8 @@ cdef class Loop:
         self._check_open()
         if not callable(fn):
             raise TypeError("callback must be callable, not %s" % type(fn).__name__)
-        if not isfinite(delay) or delay < 0:
-            raise ValueError("delay must be a finite number >= 0, not %r" % delay)
+        if not isfinite(delay) or delay < 0 or delay > 1e9:
+            raise ValueError("delay must be a finite number >= 0 (and below 1e9 s), not %r" % delay)
         t = Timer.__new__(Timer)
         t.loop = self
         t.fn = fn
@@ -397,6 +434,8 @@ cdef class Loop:
         t.start = self.now
         Py_INCREF(t)
         bs_wheel_arm(&self.wheel, &t.t, self.now + <uint64_t>ceil(delay * 1000.0))
+        if self.embedded:
+            bs_waker_signal(&self.waker.w)     # the host loop must re-read next_timeout()
         return t
 
     def call_later(self, delay, fn, *args):
@@ -424,6 +463,9 @@ cdef class Loop:
         t.active = True
         self.refs += 1
         self.ready.append(t)
+        self.nready += 1
+        if self.embedded:
+            bs_waker_signal(&self.waker.w)
         return t
 
     def call_soon_threadsafe(self, fn, *args):
@@ -435,6 +477,7 @@ cdef class Loop:
     cdef int _run_ready(self) except -1:
         cdef Timer t
         cdef Py_ssize_t n = len(self.ready)
+        self.nready = 0
         # Only what was queued before this pass: a callback that re-queues itself must not
         # starve the poller.
         while n > 0 and self.ready:
@@ -471,64 +514,118 @@ cdef class Loop:
 
     # -- running --
 
-    def run(self):
-        """Run until no referenced listener, socket or timer is left, or stop() is called."""
+    cdef int64_t _timeout(self):
+        """How long the poller may sleep: -2 when nothing keeps the loop going."""
         cdef int64_t timeout
+        if self.nready:
+            return 0
+        if self.refs <= 0:
+            return -2
+        if self.wheel.count:
+            timeout = bs_wheel_timeout(&self.wheel, self.now)
+            return 0x7fffffff if timeout > 0x7fffffff else timeout
+        return -1
+
+    cdef int _iterate(self, int timeout) except -1:
+        """One poll, its events, then due timers and call_soon callbacks."""
         cdef int n, i, err
         cdef bs_event *ev
         cdef _Handle h
+        # A signal that arrived while we were running Python code must not wait for the next
+        # event: check before blocking.
+        PyErr_CheckSignals()
+        with nogil:
+            n = bs_poller_wait(&self.poller, self.events, timeout)
+            err = errno_value()
+        self.n_poll += 1
+        # The clock only matters to armed timers; code that arms one while none is armed reads
+        # the clock itself.
+        if self.wheel.count:
+            self.now = bs_monotonic_ms()
+        if n < 0:
+            if err == EINTR:
+                PyErr_CheckSignals()
+                return 0
+            _raise_errno(err)
+        for i in range(n):
+            ev = &self.events[i]
+            h = <_Handle>ev.ptr
+            # A handle closed earlier in this batch is still alive (see `dead`) but has fd -1:
+            # its stale events are dropped here.
+            if h.fd < 0:
+                continue
+            if type(h) is Socket:
+                (<Socket>h)._on_event(ev.mask)
+            elif type(h) is Listener:
+                (<Listener>h)._on_event(ev.mask)
+            else:
+                (<_Waker>h)._on_event(ev.mask)
+        if self.dead:
+            self.dead.clear()
+        if self.wheel.count:
+            self._run_timers()
+        if self.nready:
+            self._run_ready()
+        return 0
+
+    cdef int _begin(self) except -1:
         self._check_open()
         if self.running:
             raise RuntimeError("this loop is already running")
         self.running = True
-        self.stopping = False
         self.thread_ident = threading.get_ident()
         self.now = bs_monotonic_ms()
+        return 0
+
+    cdef void _end(self) noexcept:
+        self.running = False
+        self.thread_ident = None
+        self.dead.clear()
+
+    def run(self):
+        """Run until no referenced listener, socket or timer is left, or stop() is called."""
+        cdef int64_t timeout
+        self._begin()
+        self.stopping = False
         try:
             while not self.stopping:
-                if self.ready:
-                    timeout = 0
-                elif self.refs <= 0:
+                timeout = self._timeout()
+                if timeout == -2:
                     break
-                else:
-                    timeout = bs_wheel_timeout(&self.wheel, self.now)
-                    if timeout > 0x7fffffff:
-                        timeout = 0x7fffffff
-                # A signal that arrived while we were running Python code must not wait for the
-                # next event: check before blocking.
-                PyErr_CheckSignals()
-                with nogil:
-                    n = bs_poller_wait(&self.poller, self.events, <int>timeout)
-                    err = errno_value()
-                self.n_poll += 1
-                self.now = bs_monotonic_ms()
-                if n < 0:
-                    if err == EINTR:
-                        PyErr_CheckSignals()
-                        continue
-                    _raise_errno(err)
-                for i in range(n):
-                    ev = &self.events[i]
-                    h = <_Handle>ev.ptr
-                    # A handle closed earlier in this batch is still alive (see `dead`) but has
-                    # fd -1: its stale events are dropped here.
-                    if h.fd < 0:
-                        continue
-                    if type(h) is Socket:
-                        (<Socket>h)._on_event(ev.mask)
-                    elif type(h) is Listener:
-                        (<Listener>h)._on_event(ev.mask)
-                    else:
-                        (<_Waker>h)._on_event(ev.mask)
-                if self.dead:
-                    self.dead.clear()
-                self._run_timers()
-                if self.ready:
-                    self._run_ready()
+                self._iterate(<int>timeout)
         finally:
-            self.running = False
-            self.thread_ident = None
-            self.dead.clear()
+            self._end()
+
+    def run_once(self, timeout=0):
+        """One iteration: wait up to `timeout` seconds (None: until something happens) for
+        events, dispatch them, then run due timers and callbacks. For embedding the loop in
+        another one (bunsock.aio registers fileno() with asyncio and calls this)."""
+        cdef int ms = -1 if timeout is None else <int>ceil(float(timeout) * 1000.0)
+        self._begin()
+        try:
+            self._iterate(ms)
+        finally:
+            self._end()
+
+    def next_timeout(self):
+        """Seconds until the loop needs run_once() without an event: 0.0 when callbacks are
+        queued, None when only events can wake it."""
+        cdef int64_t t
+        if self.nready:
+            return 0.0
+        if not self.wheel.count:
+            return None
+        t = bs_wheel_timeout(&self.wheel, bs_monotonic_ms())
+        return t / 1000.0
+
+    def fileno(self):
+        """The poller's descriptor: readable whenever run_once() has events to dispatch."""
+        return self.poller.fd
+
+    def _embed(self, bint on=True):
+        """Embedded in another loop: call_soon and new timers wake the poller fd, so the host
+        notices work queued from its own callbacks."""
+        self.embedded = on
 
     # -- resolution off the loop thread --
 
@@ -854,6 +951,9 @@ cdef class Socket(_Handle):
         l._link(s)
         if ctx.idle_ms:
             s.timeout_ms = ctx.idle_ms
+            if loop.wheel.count == 0:
+                loop.now = bs_monotonic_ms()    # not kept current while no timer is armed
+            s.last_active = <uint32_t>loop.now
             bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
         if ctx.tls is not None:
             return s._start_tls_from_ctx()
@@ -968,7 +1068,7 @@ cdef class Socket(_Handle):
                 self.last_active = <uint32_t>loop.now
                 self.flags &= ~F_IDLE_FIRED
                 if self.ext is not None and self.ext.tls is not None:
-                    self.ext.tls.feed(self, PyBytes_FromStringAndSize(loop.rbuf, n))
+                    (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
                     ctx = self.ctx
                     h = ctx.on_data
@@ -990,8 +1090,8 @@ cdef class Socket(_Handle):
                                 _release_view(buf)
                         if loop.depth == 0 and loop.cork_head is not None:
                             loop._uncork()
-                if self.state == ST_CLOSED or (self.flags & F_PAUSED):
-                    return 0
+                if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
+                    return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
                 # A short read means the kernel queue is empty; level-triggered polling reports
                 # any later bytes, so the EAGAIN read that would confirm it is skipped.
                 if n < loop.rbuf_size:
@@ -1014,7 +1114,7 @@ cdef class Socket(_Handle):
         if self.state == ST_CLOSED:
             return 0
         if self.ext is not None and self.ext.tls is not None:
-            self.ext.tls.eof(self)
+            (<_TlsHook>self.ext.tls).eof(self)
             if self.state == ST_CLOSED:
                 return 0
         h = self.ctx.on_end
@@ -1046,7 +1146,7 @@ cdef class Socket(_Handle):
                 elif self.ext is not None and self.ext.tls is not None:
                     pass
                 if self.ext is not None and self.ext.tls is not None and self.state != ST_CLOSED:
-                    self.ext.tls.drained(self)
+                    (<_TlsHook>self.ext.tls).drained(self)
         return 0
 
     cdef int _on_timer(self) except -1:
@@ -1147,6 +1247,8 @@ cdef class Socket(_Handle):
         if self.ctx.idle_ms:
             self.timeout_ms = self.ctx.idle_ms
         if self.timeout_ms:
+            if loop.wheel.count == 0:
+                loop.now = bs_monotonic_ms()    # not kept current while no timer is armed
             self.last_active = <uint32_t>loop.now
             bs_wheel_arm(&loop.wheel, &self.t, loop.now + self.timeout_ms)
         if self.ctx.tls is not None:
@@ -1215,7 +1317,7 @@ cdef class Socket(_Handle):
             return 0
         self._teardown()
         if self.ext is not None and self.ext.tls is not None:
-            self.ext.tls.closed(self)
+            (<_TlsHook>self.ext.tls).closed(self)
         try:
             h = self.ctx.on_close
             if h is not None and (self.flags & F_OPENED):
@@ -1254,7 +1356,7 @@ cdef class Socket(_Handle):
     cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2:
         """Queue bytes behind the backlog, up to high_water_mark; returns how many were taken."""
         cdef Py_ssize_t room = n, hwm = self.ctx.hwm, pending
-        if hwm >= 0:
+        if hwm >= 0 and (self.ext is None or self.ext.tls is None):  # TLS: capped on plaintext
             pending = self._pending()
             room = hwm - pending if hwm > pending else 0
             if room > n:
@@ -1279,7 +1381,7 @@ cdef class Socket(_Handle):
         self.last_active = <uint32_t>loop.now
         self.flags &= ~F_IDLE_FIRED
         if self.ext is not None and self.ext.tls is not None:
-            return self.ext.tls.write(self, PyBytes_FromStringAndSize(p, n))
+            return (<_TlsHook>self.ext.tls).write(self, p, n, keep)
         return self._write_raw(p, n, keep)
 
     cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2:
@@ -1360,6 +1462,9 @@ cdef class Socket(_Handle):
                     return self._fail(<int>-r)
                 self.bytes_written += r
                 bs_sink_consume(&self.sink, r)
+                # A backlog draining to a slow reader is activity, not idleness.
+                self.last_active = <uint32_t>loop.now
+                self.flags &= ~F_IDLE_FIRED
                 if <size_t>r < total:
                     break     # kernel buffer full: skip the EAGAIN round trip
         if self.sink.len > 0:
@@ -1373,11 +1478,12 @@ cdef class Socket(_Handle):
 
     cdef int _finish_end(self) except -1:
         cdef int r
-        self.flags |= F_SHUT_WR
         if self.ext is not None and self.ext.tls is not None:
-            self.ext.tls.before_fin(self)
-            if self.state == ST_CLOSED:
+            # close_notify goes before the FIN. 0: not yet (handshake running, or ciphertext
+            # still buffered: the _flush that empties the sink calls us again).
+            if (<_TlsHook>self.ext.tls).before_fin(self) == 0 or self.state == ST_CLOSED:
                 return 0
+        self.flags |= F_SHUT_WR
         if self.flags & F_EOF:
             # Both directions are done; close() sends the FIN itself.
             return self._close(None)
@@ -1533,6 +1639,11 @@ cdef class Socket(_Handle):
 
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
+        if self.state == ST_OPEN and self._pending() and not (self.flags & F_NEED_DRAIN):
+            # Only corked bytes are pending (no write ever backed up): without the cork they would
+            # already be in the kernel, so `write(resp); close()` in a handler must still send
+            # them. One non-blocking attempt; whatever the kernel refuses is dropped as documented.
+            self._flush()
         self._close(None)
 
     def terminate(self):
@@ -1567,6 +1678,8 @@ cdef class Socket(_Handle):
         self.flags &= ~F_PAUSED
         if self.state == ST_OPEN and not (self.flags & F_EOF):
             self._set_mask(self.mask | BS_READABLE)
+        if self.ext is not None and self.ext.tls is not None:
+            (<_TlsHook>self.ext.tls).resumed(self)    # records already decrypted-able in the BIO
 
     def timeout(self, seconds):
         """Set the idle timeout in seconds (restarted by any read or write); 0 or None clears."""
@@ -1655,7 +1768,17 @@ cdef class Socket(_Handle):
 
     @property
     def buffered_amount(self):
-        return self._pending()
+        cdef Py_ssize_t n = self._pending()
+        if self.ext is not None and self.ext.tls is not None:   # + plaintext held for the handshake
+            n += (<_TlsHook>self.ext.tls).buffered()
+        if n and self.state == ST_OPEN and not (self.flags & F_NEED_DRAIN):
+            # Whoever saw a backlog (a proxy deciding to pause its other side) must hear when it
+            # is gone, even when it was only corked bytes that the kernel then takes at once:
+            # a `drain` is promised for it.
+            self.flags |= F_NEED_DRAIN
+            if not (self.mask & BS_WRITABLE):
+                self._set_mask(self.mask | BS_WRITABLE)
+        return n
 
     @property
     def bytes_written(self):
@@ -1769,3 +1892,35 @@ cdef Py_ssize_t _slice_len(Py_ssize_t size, Py_ssize_t offset, object length) ex
         raise ValueError("length %d does not fit the buffer (length %d, offset %d)"
                          % (n, size, offset))
     return n
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS hook (bunsock._tls.TLSState overrides every method; a socket's ext.tls is one of those)
+
+
+cdef class _TlsHook:
+    """What the loop calls on a socket's TLS layer instead of its plaintext paths."""
+
+    cdef int feed(self, Socket s, char *p, Py_ssize_t n) except -1:
+        return 0
+
+    cdef int eof(self, Socket s) except -1:
+        return 0
+
+    cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2:
+        return -1
+
+    cdef int drained(self, Socket s) except -1:
+        return 0
+
+    cdef int closed(self, Socket s) except -1:
+        return 0
+
+    cdef int before_fin(self, Socket s) except -1:
+        return 1
+
+    cdef int resumed(self, Socket s) except -1:
+        return 0
+
+    cdef Py_ssize_t buffered(self) noexcept:
+        return 0

@@ -1,0 +1,640 @@
+"""Idle timeouts (sock.timeout, listen(idle_timeout=), connect(timeout=)) and loop timers
+(call_later, call_every, call_soon, cancel, ref/unref).
+
+Timing windows are generous (the machine is shared and noisy) but each one still separates
+"works" from "broken": e.g. an idle timeout that is not restarted by I/O fires inside the window
+where the test asserts it does not.
+"""
+import resource
+import socket
+import threading
+import time
+
+import pytest
+
+import bunsock
+from conftest import run
+
+HOST = "127.0.0.1"
+
+
+class Silent:
+    """Client handlers that do nothing but record the close."""
+
+    def __init__(self):
+        self.closes = []
+
+    def data(self, sock, buf):
+        pass
+
+    def close(self, sock, err):
+        self.closes.append(err)
+
+
+def listen(loop, handlers, **kw):
+    return bunsock.listen(hostname=HOST, port=0, socket=handlers, loop=loop, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Idle timeouts
+
+
+def test_idle_timeout_fires_once_per_idle_period(loop):
+    log = []
+
+    class H:
+        def open(self, sock):
+            log.append(("open", time.monotonic()))
+
+        def data(self, sock, buf):
+            log.append(("data", time.monotonic()))
+
+        def timeout(self, sock):
+            log.append(("timeout", time.monotonic()))
+            if sum(1 for e in log if e[0] == "timeout") == 2:
+                sock.close()
+
+        def close(self, sock, err):
+            log.append(("close", err))
+            srv.stop()
+
+    srv = listen(loop, H(), idle_timeout=0.3)
+    cl = bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
+    # Stay idle for 1.2 s (4 periods): the handler fires once, not every 0.3 s. Then one byte
+    # starts a new idle period, which ends in a second timeout.
+    loop.call_later(1.2, lambda: cl.write(b"!"))
+    run(loop, 10)
+    kinds = [e[0] for e in log]
+    assert kinds == ["open", "timeout", "data", "timeout", "close"]
+    t_open, t1, t_data, t2 = (e[1] for e in log[:4])
+    assert 0.28 <= t1 - t_open <= 0.3 + 0.5
+    assert 0.28 <= t2 - t_data <= 0.3 + 0.5
+    assert log[-1] == ("close", None)
+    assert cl.ready_state == "closed"
+
+
+def test_peer_activity_keeps_timeout_from_firing(loop):
+    fired = []
+    opened = []
+    last_data = []
+
+    class H:
+        def open(self, sock):
+            opened.append(time.monotonic())
+            sock.timeout(0.3)
+
+        def data(self, sock, buf):
+            last_data[:] = [time.monotonic()]
+
+        def timeout(self, sock):
+            fired.append(time.monotonic())
+            sock.close()
+
+        def close(self, sock, err):
+            srv.stop()
+
+    srv = listen(loop, H())
+    cl = bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
+    ticker = loop.call_every(0.1, lambda: cl.write(b"."))
+    loop.call_later(1.5, ticker.cancel)        # 1.5 s of activity: 5 idle periods' worth
+    run(loop, 10)
+    assert len(fired) == 1
+    # It fired only after the peer fell silent (ticks ran until ~1.4-1.5 s), within the window.
+    assert fired[0] - opened[0] >= 1.4 + 0.25
+    assert 0.28 <= fired[0] - last_data[0] <= 0.3 + 0.5
+
+
+def test_local_writes_restart_the_timeout(loop):
+    fired = []
+    opened = []
+
+    class H:
+        def open(self, sock):
+            opened.append(time.monotonic())
+            sock.timeout(0.3)
+            t = loop.call_every(0.1, write, sock)
+            loop.call_later(1.5, t.cancel)
+
+        def data(self, sock, buf):
+            pass
+
+        def timeout(self, sock):
+            fired.append(time.monotonic())
+            sock.close()
+
+        def close(self, sock, err):
+            srv.stop()
+
+    last_write = []
+
+    def write(sock):
+        last_write[:] = [time.monotonic()]
+        sock.write(b"tick")
+
+    srv = listen(loop, H())
+    got = []
+    bunsock.connect(hostname=HOST, port=srv.port, loop=loop,
+                    socket={"data": lambda s, b: got.append(len(b))})
+    run(loop, 10)
+    assert len(fired) == 1
+    assert fired[0] - opened[0] >= 1.4 + 0.25
+    assert 0.28 <= fired[0] - last_write[0] <= 0.3 + 0.5
+    assert sum(got) >= 4 * 12          # the writes really went out
+
+
+@pytest.mark.parametrize("clear", [0, None])
+def test_clearing_the_timeout(loop, clear):
+    fired = []
+
+    class H:
+        def open(self, sock):
+            sock.timeout(0.2)
+            sock.timeout(clear)
+            loop.call_later(0.8, sock.close)
+
+        def data(self, sock, buf):
+            pass
+
+        def timeout(self, sock):
+            fired.append(sock)
+
+        def close(self, sock, err):
+            srv.stop()
+
+    srv = listen(loop, H(), idle_timeout=0.1)      # the per-socket call overrides the default
+    bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
+    run(loop, 5)
+    assert fired == []
+
+
+def test_no_timeout_handler_closes_with_timeout_error(loop):
+    closes = []
+    t0 = []
+
+    class H:
+        def open(self, sock):
+            t0.append(time.monotonic())
+
+        def data(self, sock, buf):
+            pass
+
+        def close(self, sock, err):
+            closes.append((err, time.monotonic(), sock.ready_state))
+            srv.stop()
+
+    srv = listen(loop, H(), idle_timeout=0.2)
+    client = Silent()
+    bunsock.connect(hostname=HOST, port=srv.port, socket=client, loop=loop)
+    run(loop, 5)
+    assert len(closes) == 1
+    err, when, state = closes[0]
+    assert isinstance(err, TimeoutError)
+    assert state == "closed"
+    assert 0.18 <= when - t0[0] <= 0.2 + 0.5
+    assert client.closes == [None]        # the peer saw an orderly close
+
+
+def test_timeout_handler_exception_goes_to_error_and_socket_stays_open(loop):
+    seen = []
+
+    class H:
+        def open(self, sock):
+            sock.timeout(0.05)
+
+        def data(self, sock, buf):
+            pass
+
+        def timeout(self, sock):
+            raise RuntimeError("boom")
+
+        def error(self, sock, exc):
+            seen.append((type(exc), sock.ready_state))
+            loop.call_later(0.1, sock.close)
+
+        def close(self, sock, err):
+            seen.append(("close", err))
+            srv.stop()
+
+    srv = listen(loop, H())
+    bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
+    run(loop, 5)
+    assert seen == [(RuntimeError, "open"), ("close", None)]
+
+
+def test_connect_timeout_becomes_idle_timeout(loop):
+    """connect(timeout=) bounds the connect, then is the socket's idle timeout."""
+    log = []
+
+    class Server:
+        def data(self, sock, buf):
+            pass
+
+        def close(self, sock, err):
+            srv.stop()
+
+    class Client:
+        def open(self, sock):
+            log.append(("open", time.monotonic()))
+
+        def data(self, sock, buf):
+            pass
+
+        def timeout(self, sock):
+            log.append(("timeout", time.monotonic()))
+            sock.end()
+
+        def connect_error(self, sock, exc):
+            log.append(("connect_error", exc))
+
+    srv = listen(loop, Server())
+    bunsock.connect(hostname=HOST, port=srv.port, socket=Client(), loop=loop, timeout=0.3)
+    run(loop, 5)
+    assert [e[0] for e in log] == ["open", "timeout"]
+    assert 0.28 <= log[1][1] - log[0][1] <= 0.3 + 0.5
+
+
+def test_connect_timeout_to_blackholed_address(loop):
+    """A listener with backlog 0 whose accept queue is full drops new SYNs: the connect hangs in
+    SYN_SENT, exactly like a blackholed address, while staying on 127.0.0.1."""
+    blackhole = socket.socket()
+    blackhole.bind((HOST, 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    fillers = []
+    try:
+        # Fill the accept queue (backlog 0 admits one); later SYNs are dropped.
+        for _ in range(3):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((HOST, port))
+            fillers.append(f)
+            time.sleep(0.05)
+        log = []
+
+        class Client:
+            def open(self, sock):
+                log.append("open")
+
+            def data(self, sock, buf):
+                pass
+
+            def close(self, sock, err):
+                log.append("close")
+
+            def connect_error(self, sock, exc):
+                log.append((exc, time.monotonic()))
+
+        t0 = time.monotonic()
+        s = bunsock.connect(hostname=HOST, port=port, socket=Client(), loop=loop, timeout=0.3)
+        run(loop, 5)
+        assert len(log) == 1, log
+        exc, when = log[0]
+        assert isinstance(exc, TimeoutError)
+        assert 0.28 <= when - t0 <= 0.3 + 0.6
+        assert s.ready_state == "closed"
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop timers
+
+
+def test_call_every_fixed_rate_no_drift(loop):
+    times = []
+    t0 = []
+
+    def tick():
+        times.append(time.monotonic())
+
+    t0.append(time.monotonic())
+    timer = loop.call_every(0.02, tick)
+    loop.call_later(1.01, timer.cancel)
+    run(loop, 5)
+    assert 47 <= len(times) <= 53, len(times)
+    # No drift: the n-th call stays near start + n*0.02 (lateness does not accumulate).
+    start = t0[0]
+    lateness = [t - (start + 0.02 * (i + 1)) for i, t in enumerate(times)]
+    assert lateness[-1] < 0.05, lateness[-1]
+    # Average spacing is the interval, not interval + per-call overhead.
+    assert abs((times[-1] - times[0]) / (len(times) - 1) - 0.02) < 0.002
+
+
+def test_call_every_skips_missed_calls_after_a_stall(loop):
+    times = []
+
+    def tick():
+        times.append(time.monotonic())
+        if len(times) == 5:
+            time.sleep(0.2)          # the loop falls 10 intervals behind
+
+    t0 = time.monotonic()
+    timer = loop.call_every(0.02, tick)
+    loop.call_later(1.01, timer.cancel)
+    run(loop, 5)
+    # 50 slots in 1 s, ~10 of them missed during the stall and not made up.
+    assert 36 <= len(times) <= 44, len(times)
+    after = times[5:]
+    # No burst of catch-up calls: the 10 missed calls are not made up right after the stall
+    # (the late one, then the grid resumes: at most 4 calls in the next 60 ms)...
+    assert sum(1 for t in after if t - after[0] < 0.06) <= 4
+    # ...and the following calls stay on the original grid (start + n*interval).
+    for t in after[1:]:
+        phase = ((t - t0) / 0.02) % 1.0
+        assert phase < 0.6 or phase > 0.95, phase
+
+
+def test_cancel_stops_timers(loop):
+    calls = []
+
+    def tick():
+        calls.append("every")
+        if len(calls) == 5:
+            timer.cancel()
+            timer.cancel()            # idempotent
+
+    timer = loop.call_every(0.01, tick)
+    later = loop.call_later(0.05, calls.append, "later")
+    soon = loop.call_soon(calls.append, "soon")
+    later.cancel()
+    soon.cancel()
+    t0 = time.monotonic()
+    run(loop, 5)
+    assert calls == ["every"] * 5
+    assert not timer.active and not later.active
+    # Nothing referenced is left once the repeating timer is cancelled: run() returns at once.
+    assert time.monotonic() - t0 < 1.0
+    assert loop.refs == 0
+
+
+def test_unref_timer_lets_run_return(loop):
+    calls = []
+    slow = loop.call_later(5, calls.append, "slow")
+    slow.unref()
+    t0 = time.monotonic()
+    run(loop, 10)
+    assert time.monotonic() - t0 < 1.0 and calls == []
+
+    # An unref'd repeating timer still runs while something else keeps the loop alive.
+    ticker = loop.call_every(0.02, calls.append, "tick").unref()
+    loop.call_later(0.3, calls.append, "done")
+    t0 = time.monotonic()
+    run(loop, 5)
+    assert "done" in calls and calls.count("tick") >= 8
+    assert calls.index("done") >= len(calls) - 2       # run() returned right after "done"
+    assert time.monotonic() - t0 < 1.0
+    # ref() again: now it keeps run() going until cancelled.
+    ticker.ref()
+    loop.call_later(0.2, ticker.cancel).unref()
+    n = calls.count("tick")
+    t0 = time.monotonic()
+    run(loop, 5)
+    assert time.monotonic() - t0 >= 0.18
+    assert calls.count("tick") > n
+    slow.cancel()
+
+
+def test_timer_exceptions_are_reported_and_loop_continues(loop, unraisable):
+    calls = []
+
+    def bad():
+        calls.append("bad")
+        raise ValueError("timer failed")
+
+    def bad_every():
+        calls.append("bad_every")
+        raise KeyError("again")
+
+    loop.call_soon(bad)
+    t = loop.call_every(0.02, bad_every)
+    loop.call_later(0.15, t.cancel)
+    loop.call_later(0.2, calls.append, "still running")
+    run(loop, 5)
+    assert calls[0] == "bad" and calls[-1] == "still running"
+    assert calls.count("bad_every") >= 4
+    kinds = [type(u.exc_value) for u in unraisable]
+    assert kinds[0] is ValueError and kinds.count(KeyError) == calls.count("bad_every")
+
+
+def test_writes_in_timer_callbacks_are_corked(loop):
+    sends = []
+    pieces = [b"%d," % i for i in range(10)]
+
+    class Server:
+        def open(self, sock):
+            loop.call_later(0.05, burst, sock, "later")
+            loop.call_soon(burst, sock, "soon")
+
+        def data(self, sock, buf):
+            pass
+
+        def close(self, sock, err):
+            srv.stop()
+
+    def burst(sock, kind):
+        n = loop.stats()["sends"]
+        for p in pieces:
+            sock.write(p)
+        # Held until the callback returns; the check runs in the next callback.
+        loop.call_soon(lambda: sends.append((kind, loop.stats()["sends"] - n)))
+        if kind == "later":
+            loop.call_later(0.05, sock.end)
+
+    srv = listen(loop, Server())
+    got = []
+    bunsock.connect(hostname=HOST, port=srv.port, loop=loop,
+                    socket={"data": lambda s, b: got.append(bytes(b))})
+    run(loop, 5)
+    assert sorted(sends) == [("later", 1), ("soon", 1)]
+    assert b"".join(got) == b"".join(pieces) * 2
+
+
+def test_module_level_timers_use_the_default_loop():
+    """bunsock.call_later/call_every/call_soon + bunsock.run() on a thread's default loop (a
+    fresh thread gets a fresh default loop, so nothing leaks into other tests)."""
+    out = []
+
+    def main():
+        try:
+            lp = bunsock.get_loop()
+            bunsock.call_soon(out.append, "soon")
+            every = bunsock.call_every(0.01, lambda: out.append("every") if out.count("every") < 3
+                                       else every.cancel())
+            bunsock.call_later(0.05, out.append, "later")
+            guard = lp.call_later(5, lp.stop)
+            guard.unref()
+            bunsock.run()
+            guard.cancel()
+            out.append(lp is bunsock.get_loop())
+            lp.close()
+        except BaseException as e:  # noqa: BLE001
+            out.append(e)
+
+    th = threading.Thread(target=main)
+    th.start()
+    th.join(10)
+    assert out == ["soon", "every", "every", "every", "later", True]
+
+
+def test_timer_argument_checks(loop):
+    with pytest.raises(ValueError):
+        loop.call_every(0, print)
+    with pytest.raises(ValueError):
+        loop.call_later(-1, print)
+    with pytest.raises(TypeError):
+        loop.call_later(1, "not callable")
+    with pytest.raises(ValueError):
+        loop.call_later(float("nan"), print)
+    with pytest.raises(ValueError):
+        loop.call_later(1e300, print)       # would overflow the loop's ms clock
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale: thousands of sockets with idle timeouts
+
+
+def _raise_nofile(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip("RLIMIT_NOFILE hard limit %d < %d" % (hard, need))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return soft, hard
+
+
+def test_thousands_of_idle_timeouts_all_fire(loop):
+    n = 3000
+    old = _raise_nofile(2 * n + 200)
+    opened = {}
+    fired = {}
+    closed = []
+    clients_closed = []
+
+    class Server:
+        def open(self, sock):
+            opened[sock] = time.monotonic()
+
+        def data(self, sock, buf):
+            pass
+
+        def timeout(self, sock):
+            assert sock not in fired
+            fired[sock] = time.monotonic()
+            sock.close()
+
+        def close(self, sock, err):
+            closed.append(err)
+            if len(closed) == n:
+                srv.stop()
+
+    class Client:
+        def data(self, sock, buf):
+            pass
+
+        def close(self, sock, err):
+            clients_closed.append(err)
+
+    srv = listen(loop, Server(), idle_timeout=0.5, backlog=4096)
+    try:
+        started = []
+
+        def connect_batch():
+            for _ in range(250):
+                if len(started) < n:
+                    started.append(bunsock.connect(hostname=HOST, port=srv.port,
+                                                   socket=Client(), loop=loop))
+            if len(started) >= n:
+                batcher.cancel()
+
+        batcher = loop.call_every(0.01, connect_batch)
+        run(loop, 30)
+        assert len(opened) == n and len(fired) == n
+        assert closed == [None] * n
+        assert len(clients_closed) == n
+        delays = sorted(fired[s] - opened[s] for s in opened)
+        assert delays[0] >= 0.48
+        assert delays[-1] <= 0.5 + 1.5, delays[-1]       # a noisy machine, 3000 handlers
+    finally:
+        srv.stop(True)
+        for c in started:
+            c.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+def test_closing_a_loop_releases_pending_timers():
+    """Timers still armed when the loop is closed (unref'd ones are the usual case) must not keep
+    themselves and the loop alive."""
+    import gc
+    from bunsock._loop import debug_counts
+    gc.collect()
+    before = debug_counts()
+    lp = bunsock.Loop()
+    lp.call_later(5, print).unref()
+    lp.call_every(1, print).unref()
+    lp.call_soon(print)
+    lp.run()
+    lp.close()
+    del lp
+    gc.collect()
+    after = debug_counts()
+    assert after["timers"] == before["timers"]
+    assert after["loops"] == before["loops"]
+
+
+def test_draining_a_backlog_counts_as_activity(loop):
+    """A big write that drains slowly to a steady reader is not idle: bytes keep reaching the
+    kernel, so the idle timeout must not fire mid-transfer."""
+    import hashlib
+    big = bytes(range(256)) * (48 * 1024)        # 12 MiB
+    log = []
+
+    class H:
+        def open(self, sock):
+            sock.timeout(0.3)
+            sock.write(big)
+            log.append(("written", time.monotonic()))
+
+        def data(self, sock, buf):
+            pass
+
+        def drain(self, sock):
+            log.append(("drain", time.monotonic()))
+            sock.end()
+
+        def timeout(self, sock):
+            log.append(("timeout", time.monotonic(), sock.buffered_amount))
+
+        def close(self, sock, err):
+            log.append(("close", err))
+            srv.stop()
+
+    srv = listen(loop, H())
+    res = {}
+
+    def reader():
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        c.settimeout(20)
+        c.connect((HOST, srv.port))
+        h, n, t0 = hashlib.sha256(), 0, time.monotonic()
+        with c:
+            while True:
+                b = c.recv(16384)
+                if not b:
+                    break
+                h.update(b)
+                n += len(b)
+                time.sleep(0.002)          # ~8 MB/s: about 1.5 s for the whole transfer
+        res.update(n=n, digest=h.digest(), secs=time.monotonic() - t0)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    run(loop, 20)
+    th.join(20)
+    assert res["n"] == len(big) and res["digest"] == hashlib.sha256(big).digest()
+    assert res["secs"] > 0.6             # the transfer really outlived the 0.3 s timeout
+    kinds = [e[0] for e in log]
+    assert kinds[:2] == ["written", "drain"], log
+    assert kinds[-1] == "close"
