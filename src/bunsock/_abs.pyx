@@ -10,20 +10,8 @@ cimport cython
 from operator import index as _index
 
 
-cdef extern from "sink.h" nogil:
-    ctypedef struct bs_sink:
-        char *buf
-        size_t cap
-        size_t head
-        size_t len
-    void bs_sink_init(bs_sink *s)
-    void bs_sink_free(bs_sink *s)
-    int bs_sink_reserve(bs_sink *s, size_t extra)
-    int bs_sink_append(bs_sink *s, const void *p, size_t n)
-    void bs_sink_consume(bs_sink *s, size_t n)
-    char *bs_sink_linearize(bs_sink *s)
-    char *bs_sink_extend(bs_sink *s, size_t n)
-    void bs_sink_truncate(bs_sink *s, size_t newlen)
+from ._core cimport (bs_sink, bs_sink_append, bs_sink_consume, bs_sink_extend, bs_sink_free, bs_sink_init,
+                    bs_sink_linearize, bs_sink_reserve, bs_sink_truncate)
 
 
 cdef extern from "Python.h":
