@@ -41,6 +41,8 @@ cdef extern from "sink.h" nogil:
     int bs_sink_iov(const bs_sink *s, iovec *iov)
     void bs_sink_consume(bs_sink *s, size_t n)
     char *bs_sink_linearize(bs_sink *s)
+    char *bs_sink_extend(bs_sink *s, size_t n)
+    void bs_sink_truncate(bs_sink *s, size_t newlen)
 
 
 cdef extern from "timers.h" nogil:
