@@ -733,3 +733,45 @@ def test_listener_context_manager_closes_sockets(loop, no_leaks):
         assert srv.connections == 1
     assert closes == [None] and srv.connections == 0
     c.close()
+
+
+def test_one_busy_socket_cannot_starve_another(no_leaks):
+    """A socket with megabytes queued in the kernel is read at most the per-iteration budget
+    (4 x the read buffer) before another ready socket gets its turn."""
+    lp = bunsock.Loop(read_buffer_size=4096)          # budget: 16 KiB per socket per iteration
+    try:
+        socks, seen = {}, {}
+
+        class Server:
+            def open(self, sock):
+                sock.pause()
+                socks[len(socks)] = sock
+
+            def data(self, sock, buf):
+                if sock is socks[1] and "a_read_before_b" not in seen:
+                    seen["a_read_before_b"] = socks[0].bytes_read
+                if socks[0].bytes_read >= 4 << 20 and "a_read_before_b" in seen:
+                    srv.stop(True)
+
+        srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Server(), loop=lp)
+        a = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        lp.call_later(0.1, lp.stop)
+        run(lp)
+        b = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        lp.call_later(0.1, lp.stop)
+        run(lp)
+        assert len(socks) == 2
+        sender = threading.Thread(target=a.sendall, args=(b"A" * (4 << 20),))
+        sender.start()
+        time.sleep(0.3)                               # megabytes now wait in A's kernel buffer
+        b.sendall(b"B")
+        time.sleep(0.05)
+        socks[0].resume()
+        socks[1].resume()
+        run(lp, 20)
+        sender.join(10)
+        a.close()
+        b.close()
+        assert seen["a_read_before_b"] <= 16 * 1024, seen
+    finally:
+        lp.close()
