@@ -55,6 +55,7 @@ extensions = [
     ext("_loop", CORE),
     ext("_abs", ["csrc/sink.c"]),
     ext("_loadgen", ["csrc/loadgen.c"]),
+    ext("_tls", []),
 ]
 # BUNSOCK_ONLY=_abs,_loop builds a subset (quicker while working on one extension).
 only = [n for n in os.environ.get("BUNSOCK_ONLY", "").split(",") if n]

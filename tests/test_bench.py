@@ -62,6 +62,11 @@ class EchoServer:
                 self.open -= 1
 
     def stop(self):
+        # close() alone does not wake a thread blocked in accept(); shutdown() does (EINVAL).
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.lsock.close()
 
 

@@ -1,5 +1,6 @@
 """Argument checking for listen() and connect(): everything here runs once per call, never per
 event, so it stays in Python where the error messages are easy to read."""
+import errno
 import math
 import os
 import socket as _socket
@@ -110,7 +111,17 @@ def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, 
                     _seconds("idle_timeout", idle_timeout), tls_ctx, True, None)
     loop = loop if loop is not None else _loop.get_loop()
     if path is not None:
-        return loop._listen_unix(ctx, data, path, unix, backlog)
+        try:
+            return loop._listen_unix(ctx, data, path, unix, backlog)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            # bunsock never deletes a socket file it did not create: a stale one (left by a
+            # process that died without stop()) is the caller's to remove, e.g. os.unlink(path)
+            # after checking that nothing answers on it.
+            raise OSError(errno.EADDRINUSE, "unix socket path %r is in use (a live listener, or "
+                          "a stale socket file left by a dead process: remove it yourself if "
+                          "nothing listens there)" % (unix,), unix) from None
     family = _ip_family(hostname)
     ip = hostname
     if family is None:
@@ -152,5 +163,10 @@ def connect(*, hostname=None, port=None, unix=None, socket, data=None, tls=None,
         family = _ip_family(hostname)
         if family is not None:
             addrs = [(family, hostname)]
-    return loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
+    sock = loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
                          timeout_s)
+    if tls_ctx is not None:
+        # Writes made while connecting and handshaking are held by TLS, sent after the handshake.
+        from ._tls import attach
+        attach(sock, tls_ctx, False, server_hostname)
+    return sock

@@ -3,6 +3,33 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from ._core cimport *
 
+# Socket states, flag bits and binary types, shared with _tls.pyx.
+# ready_state values
+cdef enum:
+    ST_CONNECTING = 0
+    ST_OPEN = 1
+    ST_CLOSED = 3
+
+# Socket flag bits
+cdef enum:
+    F_REFED = 1 << 0
+    F_PAUSED = 1 << 1
+    F_EOF = 1 << 2          # peer's FIN was read
+    F_ENDING = 1 << 3       # end() called: FIN follows once the sink has flushed
+    F_SHUT_WR = 1 << 4      # our FIN is sent (or write side shut)
+    F_NEED_DRAIN = 1 << 5   # a write could not complete at once: `drain` when the sink empties
+    F_CORKED = 1 << 6       # on the loop's cork list
+    F_IDLE_FIRED = 1 << 7   # `timeout` fired and no activity since
+    F_OPENED = 1 << 8       # `open` fired: `close` must fire exactly once
+    F_REGISTERED = 1 << 9   # fd is in the poller (and the loop holds a reference)
+    F_CLIENT = 1 << 10
+    F_UNIX = 1 << 11
+
+cdef enum:
+    BT_BYTES = 0
+    BT_BYTEARRAY = 1
+    BT_MEMORYVIEW = 2
+
 @cython.final
 cdef class _Ctx:
     cdef object on_open, on_data, on_drain, on_close, on_error, on_end, on_timeout

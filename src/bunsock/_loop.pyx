@@ -50,32 +50,6 @@ cdef extern from "Python.h":
     void PyErr_WriteUnraisable(object obj)
     void PyErr_Restore(PyObject *type, PyObject *value, PyObject *tb)
 
-# ready_state values
-cdef enum:
-    ST_CONNECTING = 0
-    ST_OPEN = 1
-    ST_CLOSED = 3
-
-# Socket flag bits
-cdef enum:
-    F_REFED = 1 << 0
-    F_PAUSED = 1 << 1
-    F_EOF = 1 << 2          # peer's FIN was read
-    F_ENDING = 1 << 3       # end() called: FIN follows once the sink has flushed
-    F_SHUT_WR = 1 << 4      # our FIN is sent (or write side shut)
-    F_NEED_DRAIN = 1 << 5   # a write could not complete at once: `drain` when the sink empties
-    F_CORKED = 1 << 6       # on the loop's cork list
-    F_IDLE_FIRED = 1 << 7   # `timeout` fired and no activity since
-    F_OPENED = 1 << 8       # `open` fired: `close` must fire exactly once
-    F_REGISTERED = 1 << 9   # fd is in the poller (and the loop holds a reference)
-    F_CLIENT = 1 << 10
-    F_UNIX = 1 << 11
-
-cdef enum:
-    BT_BYTES = 0
-    BT_BYTEARRAY = 1
-    BT_MEMORYVIEW = 2
-
 cdef enum:
     MAX_EVENTS = 1024
     ACCEPT_BATCH = 128       # then let other ready fds have a turn; the listener stays ready

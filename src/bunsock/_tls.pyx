@@ -1,0 +1,632 @@
+# cython: language_level=3
+"""TLS for bunsock: the standard library's ``ssl`` (an ``SSLObject`` over two ``MemoryBIO``s),
+driven by the bunsock loop.
+
+The loop calls the `_TlsHook` methods of a socket's `TLSState` instead of its plaintext paths:
+every raw read goes to `feed`, every user write to `write`, the peer's FIN to `eof`, our FIN waits
+for `before_fin` (close_notify first).
+
+Hot path, one 1 KiB echo message on a server: `feed` copies the ciphertext from the loop's receive
+buffer into the incoming BIO, decrypts straight back into that buffer (`read(n, buffer)`: no
+per-call allocation; CPython's `SSLObject.read(n)` would allocate n bytes), calls `data` once with
+exactly what arrived, and the writes made by that handler are encrypted into the outgoing BIO and
+pulled out as ONE bytes object, written raw once (corked like any handler write). The
+`_ssl._SSLSocket` under the public `SSLObject` is called directly (the public wrapper is a Python
+frame per call), and the read loop stops on ``incoming.pending == 0`` instead of waiting for the
+`SSLWantReadError` that a read of an empty BIO raises (raising it costs more than the decryption of
+a small record).
+
+Writes made before the handshake completes are kept (in order) and sent after it (Bun loses them).
+"""
+cimport cython
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+from ._loop cimport *
+
+import os
+import ssl
+from collections.abc import Mapping
+
+cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
+    int PyBUF_WRITE
+
+# handshake state
+cdef enum:
+    HS_IDLE = 0        # attached to a client that is still connecting
+    HS_RUNNING = 1
+    HS_DONE = 2
+    HS_FAILED = 3      # or closed
+
+cdef enum:
+    # A TLS record carries at most 16 KiB of plaintext. A read() with at least this much room
+    # takes a whole record, so nothing can stay buffered inside OpenSSL: `incoming.pending == 0`
+    # then proves there is nothing more to read.
+    RECORD_ROOM = 16384 + 1024
+    # Ciphertext goes into the incoming BIO, and plaintext into the outgoing one, this much at a
+    # time: a MemoryBIO's buffer grows to its largest content and never shrinks, so feeding a
+    # 256 KiB read (or encrypting an 8 MiB write) at once would leave that much allocated for
+    # the rest of the connection's life.
+    CHUNK_IN = 16384
+    CHUNK_OUT = 65536
+
+cdef object SSLWantReadError = ssl.SSLWantReadError
+cdef object SSLZeroReturnError = ssl.SSLZeroReturnError
+cdef object CERT_NONE = ssl.CERT_NONE
+
+
+cdef inline void _release(object mv) noexcept:
+    try:
+        mv.release()
+    except BufferError:
+        pass      # still exported elsewhere; it will see later reads
+
+
+@cython.final
+cdef class TLSState(_TlsHook):
+    """One connection's TLS layer. `sslobj` is the public ssl.SSLObject (for the accessors)."""
+    cdef public object sslobj
+    cdef public bint authorized
+    cdef public bint server_side
+    cdef object _ssl            # sslobj's _ssl._SSLSocket: called directly on the hot path
+    cdef object _read           # bound methods, looked up once per connection
+    cdef object _encrypt
+    cdef object _bio_in         # incoming.write
+    cdef object _bio_out        # outgoing.read
+    cdef object incoming, outgoing
+    cdef list pending           # plaintext written before the handshake completed
+    cdef Py_ssize_t pending_len
+    cdef Py_ssize_t held        # plaintext encrypted, not yet pulled (only while `coalescing`)
+    cdef int hs
+    cdef int coalescing         # releasing held writes: pull once after them all
+    cdef bint fire_open         # fire `open` after the handshake (no `handshake` handler)
+    cdef bint notify_sent       # close_notify written
+    cdef bint notify_seen       # the peer's close_notify was read
+
+    # -- moving ciphertext --
+
+    cdef int _pull(self, Socket s) except -1:
+        """Everything in the outgoing BIO goes to the socket as one raw write."""
+        cdef bytes data
+        cdef Py_ssize_t n
+        self.held = 0
+        data = self._bio_out()
+        n = PyBytes_GET_SIZE(data)
+        if n and s.state == ST_OPEN and not (s.flags & F_SHUT_WR):
+            s._write_raw(PyBytes_AS_STRING(data), n, data)
+        return 0
+
+    # -- handshake --
+
+    cdef int start(self, Socket s) except -1:
+        self.hs = HS_RUNNING
+        if self.server_side:
+            return 0      # nothing to say before the ClientHello
+        return self._handshake(s)
+
+    cdef int _handshake(self, Socket s) except -1:
+        cdef object err = None
+        try:
+            self._ssl.do_handshake()
+        except SSLWantReadError:
+            return self._pull(s)
+        except Exception as e:
+            err = e
+        if err is not None:
+            return self._failed(s, err)
+        return self._done(s)
+
+    cdef int _done(self, Socket s) except -1:
+        cdef object h
+        cdef list pend
+        self.hs = HS_DONE
+        if self.sslobj.context.verify_mode != CERT_NONE:
+            self.authorized = self._ssl.getpeercert(True) is not None
+        pend = self.pending
+        self.pending = None
+        self.pending_len = 0
+        if pend:
+            self.coalescing += 1        # many small held writes -> one raw write
+            try:
+                for data in pend:
+                    self._seal(s, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
+                    if s.state != ST_OPEN:
+                        return 0
+            finally:
+                self.coalescing -= 1
+        self._pull(s)
+        if s.state != ST_OPEN:
+            return 0
+        h = s.ctx.on_handshake
+        if h is not None:
+            self._call_handshake(s, h, True, None)
+        elif self.fire_open:
+            self.fire_open = False
+            s._fire_open()
+        if s.state == ST_OPEN and (s.flags & F_ENDING) and not (s.flags & F_SHUT_WR):
+            s._flush()      # end() was called before the handshake: close_notify + FIN now
+        return 0
+
+    cdef int _failed(self, Socket s, object err) except -1:
+        cdef object h
+        self.hs = HS_FAILED
+        self.pending = None
+        self.pending_len = 0
+        if s.state == ST_OPEN:
+            self._pull(s)          # the alert, if OpenSSL wrote one (best effort)
+        h = s.ctx.on_handshake
+        if h is not None and s.state != ST_CLOSED:
+            self._call_handshake(s, h, False, err)
+        if s.state != ST_CLOSED:
+            s._close(err)
+        return 0
+
+    cdef int _call_handshake(self, Socket s, object h, object ok, object err) except -1:
+        cdef Loop loop = s.loop
+        cdef bint failed = False
+        loop._enter()
+        try:
+            h(s, ok, err)
+        except Exception as e:
+            failed = True
+            s._report(e)
+        finally:
+            loop._leave()
+        if failed and s.state != ST_CLOSED:
+            s._close(None)
+        return 0
+
+    # -- reading --
+
+    cdef int feed(self, Socket s, char *p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t fed = 0, k
+        if self.hs >= HS_FAILED:
+            return 0
+        while self.hs != HS_DONE:
+            k = n - fed
+            if k > CHUNK_IN:
+                k = CHUNK_IN
+            self._bio_in(PyMemoryView_FromMemory(p + fed, k, PyBUF_READ))
+            fed += k
+            self._handshake(s)
+            if self.hs == HS_FAILED or s.state != ST_OPEN:
+                return 0
+            if self.hs != HS_DONE:
+                if fed >= n:
+                    return 0
+            elif fed >= n and self.incoming.pending == 0:
+                return 0
+        return self._read_records(s, p, fed, n)
+
+    cdef int _read_records(self, Socket s, char *src, Py_ssize_t fed, Py_ssize_t n) except -1:
+        """Decrypt and deliver. src[fed:n] is ciphertext not yet in the incoming BIO; it is fed
+        CHUNK_IN at a time, about one record ahead of the reads, so the BIO (whose buffer never
+        shrinks) stays small per connection. src is normally the loop buffer that the plaintext
+        is decrypted into: plaintext is never written past `fed` there."""
+        cdef Loop loop = s.loop
+        cdef Py_ssize_t off = 0, r, k, room, limit, size = loop.rbuf_size
+        cdef bint overlap = src == loop.rbuf
+        cdef object err = None
+        cdef bint eof = False
+        if s.flags & F_PAUSED:
+            return self._stash(src, fed, n)
+        while True:
+            while fed < n and (self.incoming.pending < RECORD_ROOM
+                               or (overlap and fed - off < RECORD_ROOM)):
+                k = n - fed
+                if k > CHUNK_IN:
+                    k = CHUNK_IN
+                self._bio_in(PyMemoryView_FromMemory(src + fed, k, PyBUF_READ))
+                fed += k
+            limit = fed if (overlap and fed < n) else size
+            if limit - off < RECORD_ROOM and off > 0:
+                self._deliver(s, off)
+                off = 0
+                if s.state != ST_OPEN or (s.flags & F_PAUSED) or self.hs != HS_DONE:
+                    return self._stash(src, fed, n)
+            room = limit - off
+            try:
+                r = self._read(room, PyMemoryView_FromMemory(loop.rbuf + off, room, PyBUF_WRITE))
+            except SSLWantReadError:
+                if fed < n:
+                    continue
+                break
+            except SSLZeroReturnError:
+                eof = True
+                break
+            except Exception as e:
+                err = e
+                break
+            if r == 0:
+                eof = True      # the peer's close_notify
+                break
+            off += r
+            if (fed >= n and self.incoming.pending == 0
+                    and (room >= RECORD_ROOM or self._ssl.pending() == 0)):
+                break
+        if off:
+            self._deliver(s, off)
+        elif self.outgoing.pending:
+            self._pull(s)       # what OpenSSL said while reading (a key update, an alert)
+        if s.state != ST_OPEN:
+            return 0
+        if err is not None:
+            # A fatal TLS error after the handshake (bad record, alert from the peer): `error`
+            # hears of it if the table has one (never the unraisable hook: it is the peer's
+            # fault), then the socket closes with it.
+            if self.outgoing.pending:
+                self._pull(s)
+            self.hs = HS_FAILED
+            if s.ctx.on_error is not None:
+                s._report(err)
+                if s.state != ST_OPEN:
+                    return 0
+            return s._close(err)
+        if eof:
+            self.notify_seen = True
+            if not (s.flags & (F_EOF | F_PAUSED)):
+                # The peer's close_notify is its end of stream: `end` fires as on a FIN.
+                return s._on_eof()
+        return 0
+
+    cdef int _deliver(self, Socket s, Py_ssize_t n) except -1:
+        cdef _Ctx ctx = s.ctx
+        cdef Loop loop = s.loop
+        cdef object h = ctx.on_data
+        cdef object buf
+        cdef int bt
+        if h is None:
+            return 0
+        bt = ctx.binary_type
+        if bt == BT_BYTES:
+            buf = PyBytes_FromStringAndSize(loop.rbuf, n)
+        elif bt == BT_BYTEARRAY:
+            buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
+        else:
+            buf = PyMemoryView_FromMemory(loop.rbuf, n, PyBUF_READ)
+        # As the loop's own data dispatch: writes inside are corked (each write's ciphertext is
+        # pulled at once, so write()+close() and flush() behave as on plaintext) and leave in
+        # one send when the handler returns.
+        loop.depth += 1
+        try:
+            h(s, buf)
+        except Exception as e:
+            s._report(e)
+        finally:
+            loop.depth -= 1
+            if bt == BT_MEMORYVIEW:
+                _release(buf)
+        if loop.depth == 0 and loop.cork_head is not None:
+            loop._uncork()
+        return 0
+
+    cdef int _stash(self, char *src, Py_ssize_t fed, Py_ssize_t n) except -1:
+        # Reading stopped (paused) with ciphertext still in the loop buffer, which the next recv
+        # overwrites: it all goes to the BIO, read after resume().
+        if fed < n and self.hs == HS_DONE:
+            self._bio_in(PyMemoryView_FromMemory(src + fed, n - fed, PyBUF_READ))
+        return 0
+
+    def _resume_read(self, Socket s):
+        if s.state == ST_OPEN and self.hs == HS_DONE and not (s.flags & F_PAUSED):
+            self._read_records(s, NULL, 0, 0)
+
+    cdef int resumed(self, Socket s) except -1:
+        # Records left in the BIO when the socket was paused: no readiness event will announce
+        # them, so read them on the next iteration.
+        if self.hs == HS_DONE and (self.incoming.pending or self._ssl.pending()
+                                   or (self.notify_seen and not (s.flags & F_EOF))):
+            s.loop.call_soon(self._resume_read, s)
+        return 0
+
+    cdef int eof(self, Socket s) except -1:
+        if self.hs == HS_RUNNING:
+            return self._failed(s, ssl.SSLEOFError(ssl.SSL_ERROR_EOF,
+                                                   "EOF occurred during the TLS handshake"))
+        return 0
+
+    # -- writing --
+
+    cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2:
+        cdef Py_ssize_t hwm, pend, room
+        cdef object data
+        if self.hs == HS_DONE:
+            hwm = s.ctx.hwm
+            if hwm >= 0:
+                # high_water_mark caps plaintext before it is encrypted (ciphertext cannot be
+                # taken back). With nothing buffered, a write is taken whole so hwm=0 works.
+                pend = s._pending() + self.held
+                if pend > 0:
+                    room = hwm - pend
+                    if room < n:
+                        s.flags |= F_NEED_DRAIN
+                        if room <= 0:
+                            return 0
+                        n = room
+            self._seal(s, p, n, keep)
+            return n
+        if self.hs == HS_FAILED:
+            return -1
+        if keep is not None and PyBytes_GET_SIZE(keep) == n:
+            data = keep
+        else:
+            data = PyBytes_FromStringAndSize(p, n)
+        self.pending.append(data)
+        self.pending_len += n
+        return n
+
+    cdef int _seal(self, Socket s, const char *p, Py_ssize_t n, object keep) except -1:
+        """Encrypt into the outgoing BIO and pull it out as a raw (corked) write: at once, or,
+        while releasing held writes, once after them all (at least every CHUNK_OUT bytes)."""
+        cdef Py_ssize_t k
+        if n <= CHUNK_OUT:
+            if keep is not None and PyBytes_GET_SIZE(keep) == n:
+                self._encrypt(keep)
+            else:
+                self._encrypt(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ))
+            self.held += n
+            if self.coalescing and self.held <= CHUNK_OUT:
+                return 0
+            return self._pull(s)
+        while n > 0 and s.state == ST_OPEN:
+            k = CHUNK_OUT if n > CHUNK_OUT else n
+            self._encrypt(PyMemoryView_FromMemory(<char *>p, k, PyBUF_READ))
+            self._pull(s)
+            p += k
+            n -= k
+        return 0
+
+    cdef Py_ssize_t buffered(self) noexcept:
+        return self.pending_len + self.held
+
+    cdef int before_fin(self, Socket s) except -1:
+        if self.hs < HS_DONE:
+            return 0        # the FIN follows the handshake and the writes it releases
+        if self.hs == HS_DONE and not self.notify_sent:
+            self.notify_sent = True
+            try:
+                self._ssl.shutdown()     # writes close_notify; then wants the peer's: ignored
+            except Exception:
+                pass
+            self._pull(s)
+            if s.state != ST_OPEN:
+                return 0
+        return 0 if s._pending() else 1
+
+    cdef int drained(self, Socket s) except -1:
+        return 0
+
+    cdef int closed(self, Socket s) except -1:
+        if self.hs != HS_DONE:
+            self.hs = HS_FAILED
+        self.pending = None
+        self.pending_len = 0
+        return 0
+
+
+cdef TLSState _new_state(sslctx, bint server_side, server_hostname):
+    cdef TLSState t = TLSState.__new__(TLSState)
+    t.incoming = ssl.MemoryBIO()
+    t.outgoing = ssl.MemoryBIO()
+    t.sslobj = sslctx.wrap_bio(t.incoming, t.outgoing, server_side=server_side,
+                               server_hostname=None if server_side else server_hostname)
+    t._ssl = getattr(t.sslobj, "_sslobj", t.sslobj)
+    t._read = t._ssl.read
+    t._encrypt = t._ssl.write
+    t._bio_in = t.incoming.write
+    t._bio_out = t.outgoing.read
+    t.server_side = server_side
+    t.pending = []
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points used by the loop (_loop.pyx) and the API (_api.py)
+
+
+def attach(Socket s, sslctx, server_side, server_hostname):
+    """Give a client socket that is still connecting its TLS layer, so that writes made before
+    the connection and the handshake complete are kept in order and sent after the handshake."""
+    cdef TLSState t = _new_state(sslctx, server_side, server_hostname)
+    t.fire_open = True
+    s._get_ext().tls = t
+
+
+def start_from_ctx(Socket s, sslctx, server_side, server_hostname):
+    """Called by the loop instead of `open` for an accepted or connected socket of a TLS
+    listener/client. With a `handshake` handler, `open` fires now and `handshake` later; without
+    one, `open` fires after a successful handshake."""
+    cdef _SockExt ext = s._get_ext()
+    cdef TLSState t = ext.tls
+    if t is None:
+        try:
+            t = _new_state(sslctx, server_side, server_hostname)
+        except Exception as e:
+            s._close(e)
+            return
+        ext.tls = t
+    t.fire_open = True
+    if s.ctx.on_handshake is not None:
+        t.fire_open = False
+        s._fire_open()
+        if s.state != ST_OPEN:
+            return
+    t.start(s)
+
+
+def upgrade(Socket s, tls, server_side, server_hostname):
+    """STARTTLS: switch an open plaintext socket to TLS in place (same fd, same Socket).
+
+    Bytes already written in plaintext stay ahead of the handshake in the socket's buffer; every
+    byte read from now on goes to TLS. `handshake(sock, ok, err)` fires when done; without that
+    handler a failure closes the socket with `close(sock, err)`. `open` does not fire again."""
+    cdef _SockExt ext
+    cdef TLSState t
+    if s.state != ST_OPEN or (s.flags & (F_ENDING | F_SHUT_WR)):
+        raise ValueError("upgrade_tls() needs an open socket that has not ended")
+    ext = s._get_ext()
+    if ext.tls is not None:
+        raise ValueError("this socket already uses TLS")
+    if server_side:
+        sslctx = server_context(tls)
+        server_hostname = None
+    else:
+        sslctx, server_hostname = client_context(
+            tls, server_hostname if server_hostname is not None else ext.host)
+    t = _new_state(sslctx, server_side, server_hostname)
+    t.fire_open = False
+    ext.tls = t
+    t.start(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building contexts from listen(tls=...) / connect(tls=...)
+
+_KEYS = ("cert", "key", "ca", "alpn", "server_name", "servername", "reject_unauthorized",
+         "verify", "passphrase")
+
+
+def _pem_or_path(name, value):
+    if isinstance(value, bytes) and value.lstrip().startswith(b"-----BEGIN"):
+        return None, value.decode("ascii")
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        return None, value
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return os.fspath(value), None
+    raise TypeError("tls[%r] must be a path (str or os.PathLike) or PEM text, not %s"
+                    % (name, type(value).__name__))
+
+
+def _load_ca(ctx, ca):
+    items = ca if isinstance(ca, (list, tuple)) else [ca]
+    for item in items:
+        path, pem = _pem_or_path("ca", item)
+        if pem is not None:
+            ctx.load_verify_locations(cadata=pem)
+        else:
+            ctx.load_verify_locations(cafile=path)
+
+
+def _from_mapping(m, bint server_side):
+    unknown = [k for k in m if k not in _KEYS]
+    if unknown:
+        raise TypeError("unknown tls option(s) %s; expected some of %s"
+                        % (", ".join(map(repr, unknown)), ", ".join(_KEYS)))
+    verify = True
+    for k in ("reject_unauthorized", "verify"):
+        if k in m:
+            if not isinstance(m[k], bool):
+                raise TypeError("tls[%r] must be a bool, not %s" % (k, type(m[k]).__name__))
+            verify = m[k]
+    if ("reject_unauthorized" in m and "verify" in m
+            and m["reject_unauthorized"] != m["verify"]):
+        raise ValueError("tls 'reject_unauthorized' and 'verify' disagree")
+    if "server_name" in m and "servername" in m and m["server_name"] != m["servername"]:
+        raise ValueError("tls 'server_name' and 'servername' disagree")
+    server_name = m.get("server_name", m.get("servername"))
+    if server_name is not None and not isinstance(server_name, str):
+        raise TypeError("tls['server_name'] must be a str")
+    cert, key, ca = m.get("cert"), m.get("key"), m.get("ca")
+    if key is not None and cert is None:
+        raise ValueError("tls 'key' given without 'cert'")
+    if server_side:
+        if cert is None:
+            raise ValueError("a TLS server needs tls={'cert': path, 'key': path}")
+        if server_name is not None:
+            raise ValueError("tls 'server_name' is a client option")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        if ca is not None:
+            _load_ca(ctx, ca)
+            # A client certificate is requested; `reject_unauthorized: False` makes it optional.
+            ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_OPTIONAL
+    else:
+        if ca is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            _load_ca(ctx, ca)
+        else:
+            ctx = ssl.create_default_context()
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        cpath, cpem = _pem_or_path("cert", cert)
+        kpath = None
+        if key is not None:
+            kpath, kpem = _pem_or_path("key", key)
+            if kpem is not None:
+                raise TypeError("tls['key'] must be a path")
+        if cpem is not None:
+            raise TypeError("tls['cert'] must be a path")
+        ctx.load_cert_chain(cpath, kpath, password=m.get("passphrase"))
+    alpn = m.get("alpn")
+    if alpn is not None:
+        if isinstance(alpn, (str, bytes)) or not all(isinstance(p, str) for p in alpn):
+            raise TypeError("tls['alpn'] must be a list of str")
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx, server_name
+
+
+def server_context(tls):
+    """listen(tls=...) -> ssl.SSLContext (server side).
+
+    Accepted: an ``ssl.SSLContext`` (used as is), or a mapping with
+      ``cert`` (path, required), ``key`` (path; default: in ``cert``), ``passphrase``,
+      ``ca`` (path, PEM text, or a list of them: request and verify client certificates),
+      ``reject_unauthorized``/``verify`` (bool, default True: with ``ca``, a client without a
+      valid certificate is rejected; False makes the client certificate optional),
+      ``alpn`` (list of protocol names, in preference order).
+    Unknown keys raise TypeError; a missing ``cert`` raises ValueError."""
+    if isinstance(tls, ssl.SSLContext):
+        ctx = tls
+    elif isinstance(tls, Mapping):
+        ctx = _from_mapping(tls, True)[0]
+    elif tls is True:
+        raise ValueError("a TLS server needs a certificate: tls={'cert': path, 'key': path} "
+                         "or an ssl.SSLContext")
+    else:
+        raise TypeError("tls must be an ssl.SSLContext or a mapping, not %s" % type(tls).__name__)
+    # A client-only context fails here, not on the first accepted connection.
+    try:
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    except ssl.SSLError as e:
+        raise ValueError("this SSLContext cannot serve: %s" % (e.reason or e,)) from None
+    return ctx
+
+
+def client_context(tls, hostname):
+    """connect(tls=...) -> (ssl.SSLContext, server_hostname).
+
+    Accepted: ``True`` (``ssl.create_default_context()``: certificate and hostname verification
+    on, the name checked and sent as SNI is ``hostname``), an ``ssl.SSLContext`` (used as is,
+    server name = ``hostname``), or a mapping with
+      ``ca`` (path, PEM text or a list: trust these instead of the system store),
+      ``cert``/``key``/``passphrase`` (a client certificate),
+      ``server_name``/``servername`` (name to verify and send as SNI; default ``hostname``),
+      ``reject_unauthorized``/``verify`` (bool, default True; False turns off certificate and
+      hostname verification: `authorized` is then False),
+      ``alpn`` (list of protocol names).
+    Unknown keys raise TypeError. A verifying context without any server name (e.g. over a unix
+    socket) raises ValueError: give ``server_name``."""
+    server_name = None
+    if tls is True:
+        ctx = ssl.create_default_context()
+    elif isinstance(tls, ssl.SSLContext):
+        ctx = tls
+    elif isinstance(tls, Mapping):
+        ctx, server_name = _from_mapping(tls, False)
+    else:
+        raise TypeError("tls must be True, an ssl.SSLContext or a mapping, not %s"
+                        % type(tls).__name__)
+    if server_name is None:
+        server_name = hostname
+    if ctx.check_hostname and not server_name:
+        raise ValueError("TLS hostname verification needs a server name: pass "
+                         "tls={'server_name': ...} (or a context with check_hostname=False)")
+    try:
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=False,
+                     server_hostname=server_name)
+    except ssl.SSLError as e:
+        raise ValueError("this SSLContext cannot connect: %s" % (e.reason or e,)) from None
+    return ctx, server_name
