@@ -158,6 +158,7 @@ cdef class Socket(_Handle):
     cdef int _on_readable(self) except -1
     cdef int _on_eof(self) except -1
     cdef int _on_writable(self) except -1
+    cdef int _drained(self) except -1
     cdef int _on_timer(self) except -1
     cdef int _on_connected(self) except -1
     cdef int _connect_failed(self, exc) except -1

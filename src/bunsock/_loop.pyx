@@ -386,6 +386,12 @@ cdef class Loop:
             s.flags &= ~F_CORKED
             if s.state != ST_CLOSED and s.cork_depth == 0:
                 s._flush()
+                # buffered_amount was read while these bytes were corked (a proxy deciding to
+                # pause its other side) and the kernel took them all: that reader is owed its
+                # `drain` now, as no writable event will come.
+                if (s.flags & F_NEED_DRAIN) and s.state == ST_OPEN and \
+                        not (s.mask & BS_WRITABLE) and s._pending() == 0:
+                    s._drained()
         return 0
 
     # -- timers --
@@ -871,6 +877,8 @@ cdef class _CorkCtx:
         s.cork_depth -= 1
         if s.cork_depth == 0 and s.loop.depth == 0 and s.state != ST_CLOSED:
             s._flush()
+            if (s.flags & F_NEED_DRAIN) and s.state == ST_OPEN and not (s.mask & BS_WRITABLE):
+                s._set_mask(s.mask | BS_WRITABLE)     # the owed `drain` comes from the loop
         return False
 
 
@@ -1113,14 +1121,16 @@ cdef class Socket(_Handle):
             if self.state == ST_CLOSED:
                 return 0
             if self.flags & F_NEED_DRAIN:
-                self.flags &= ~F_NEED_DRAIN
-                h = self.ctx.on_drain
-                if h is not None:
-                    self._call(h)
-                elif self.ext is not None and self.ext.tls is not None:
-                    pass
-                if self.ext is not None and self.ext.tls is not None and self.state != ST_CLOSED:
-                    (<_TlsHook>self.ext.tls).drained(self)
+                self._drained()
+        return 0
+
+    cdef int _drained(self) except -1:
+        cdef object h = self.ctx.on_drain
+        self.flags &= ~F_NEED_DRAIN
+        if h is not None:
+            self._call(h)
+        if self.ext is not None and self.ext.tls is not None and self.state != ST_CLOSED:
+            (<_TlsHook>self.ext.tls).drained(self)
         return 0
 
     cdef int _on_timer(self) except -1:
@@ -1745,13 +1755,11 @@ cdef class Socket(_Handle):
         cdef Py_ssize_t n = self._pending()
         if self.ext is not None and self.ext.tls is not None:   # + plaintext held for the handshake
             n += (<_TlsHook>self.ext.tls).buffered()
-        if n and self.state == ST_OPEN and not (self.flags & F_NEED_DRAIN):
+        if n and self.state == ST_OPEN:
             # Whoever saw a backlog (a proxy deciding to pause its other side) must hear when it
             # is gone, even when it was only corked bytes that the kernel then takes at once:
-            # a `drain` is promised for it.
+            # a `drain` is owed (fired after the cork's flush, or by the writable event).
             self.flags |= F_NEED_DRAIN
-            if not (self.mask & BS_WRITABLE):
-                self._set_mask(self.mask | BS_WRITABLE)
         return n
 
     @property
