@@ -156,6 +156,7 @@ cdef class Socket(_Handle):
     cdef int _deregister_quiet(self) except -1
     cdef int _set_mask(self, uint32_t mask) except -1
     cdef int _on_readable(self) except -1
+    cdef int _deliver(self, Py_ssize_t n) except -1
     cdef int _on_eof(self) except -1
     cdef int _on_writable(self) except -1
     cdef int _drained(self) except -1

@@ -1040,8 +1040,6 @@ cdef class Socket(_Handle):
         cdef Loop loop = self.loop
         cdef ssize_t n
         cdef Py_ssize_t budget = loop.read_budget
-        cdef _Ctx ctx
-        cdef object h, buf
         while True:
             n = bs_recv(self.fd, loop.rbuf, loop.rbuf_size)
             loop.n_recv += 1
@@ -1052,26 +1050,7 @@ cdef class Socket(_Handle):
                 if self.ext is not None and self.ext.tls is not None:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
-                    ctx = self.ctx
-                    h = ctx.on_data
-                    if h is not None:
-                        if ctx.binary_type == BT_BYTES:
-                            buf = PyBytes_FromStringAndSize(loop.rbuf, n)
-                        elif ctx.binary_type == BT_BYTEARRAY:
-                            buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
-                        else:
-                            buf = PyMemoryView_FromMemory(loop.rbuf, n, PyBUF_READ)
-                        loop.depth += 1
-                        try:
-                            h(self, buf)
-                        except Exception as e:
-                            self._report(e)
-                        finally:
-                            loop.depth -= 1
-                            if ctx.binary_type == BT_MEMORYVIEW:
-                                _release_view(buf)
-                        if loop.depth == 0 and loop.cork_head is not None:
-                            loop._uncork()
+                    self._deliver(n)
                 if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
                     return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
                 # A short read means the kernel queue is empty; level-triggered polling reports
@@ -1087,6 +1066,35 @@ cdef class Socket(_Handle):
                 return 0
             else:
                 return self._fail(<int>-n)
+
+    cdef int _deliver(self, Py_ssize_t n) except -1:
+        """Hand the first n bytes of the loop's receive buffer to `data` (plaintext read, or
+        what TLS decrypted there), as the socket's binary_type; its writes are corked."""
+        cdef Loop loop = self.loop
+        cdef _Ctx ctx = self.ctx
+        cdef object h = ctx.on_data
+        cdef object buf
+        cdef int bt = ctx.binary_type
+        if h is None:
+            return 0
+        if bt == BT_BYTES:
+            buf = PyBytes_FromStringAndSize(loop.rbuf, n)
+        elif bt == BT_BYTEARRAY:
+            buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
+        else:
+            buf = PyMemoryView_FromMemory(loop.rbuf, n, PyBUF_READ)
+        loop.depth += 1
+        try:
+            h(self, buf)
+        except Exception as e:
+            self._report(e)
+        finally:
+            loop.depth -= 1
+            if bt == BT_MEMORYVIEW:
+                _release_view(buf)
+        if loop.depth == 0 and loop.cork_head is not None:
+            loop._uncork()
+        return 0
 
     cdef int _on_eof(self) except -1:
         cdef object h

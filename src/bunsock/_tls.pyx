@@ -19,7 +19,6 @@ a small record).
 Writes made before the handshake completes are kept (in order) and sent after it (Bun loses them).
 """
 cimport cython
-from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 from ._loop cimport *
@@ -55,13 +54,6 @@ cdef enum:
 cdef object SSLWantReadError = ssl.SSLWantReadError
 cdef object SSLZeroReturnError = ssl.SSLZeroReturnError
 cdef object CERT_NONE = ssl.CERT_NONE
-
-
-cdef inline void _release(object mv) noexcept:
-    try:
-        mv.release()
-    except BufferError:
-        pass      # still exported elsewhere; it will see later reads
 
 
 @cython.final
@@ -222,7 +214,7 @@ cdef class TLSState(_TlsHook):
                 fed += k
             limit = fed if (overlap and fed < n) else size
             if limit - off < RECORD_ROOM and off > 0:
-                self._deliver(s, off)
+                s._deliver(off)
                 off = 0
                 if s.state != ST_OPEN or (s.flags & F_PAUSED) or self.hs != HS_DONE:
                     return self._stash(src, fed, n)
@@ -247,7 +239,7 @@ cdef class TLSState(_TlsHook):
                     and (room >= RECORD_ROOM or self._ssl.pending() == 0)):
                 break
         if off:
-            self._deliver(s, off)
+            s._deliver(off)
         elif self.outgoing.pending:
             self._pull(s)       # what OpenSSL said while reading (a key update, an alert)
         if s.state != ST_OPEN:
@@ -269,37 +261,6 @@ cdef class TLSState(_TlsHook):
             if not (s.flags & (F_EOF | F_PAUSED)):
                 # The peer's close_notify is its end of stream: `end` fires as on a FIN.
                 return s._on_eof()
-        return 0
-
-    cdef int _deliver(self, Socket s, Py_ssize_t n) except -1:
-        cdef _Ctx ctx = s.ctx
-        cdef Loop loop = s.loop
-        cdef object h = ctx.on_data
-        cdef object buf
-        cdef int bt
-        if h is None:
-            return 0
-        bt = ctx.binary_type
-        if bt == BT_BYTES:
-            buf = PyBytes_FromStringAndSize(loop.rbuf, n)
-        elif bt == BT_BYTEARRAY:
-            buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
-        else:
-            buf = PyMemoryView_FromMemory(loop.rbuf, n, PyBUF_READ)
-        # As the loop's own data dispatch: writes inside are corked (each write's ciphertext is
-        # pulled at once, so write()+close() and flush() behave as on plaintext) and leave in
-        # one send when the handler returns.
-        loop.depth += 1
-        try:
-            h(s, buf)
-        except Exception as e:
-            s._report(e)
-        finally:
-            loop.depth -= 1
-            if bt == BT_MEMORYVIEW:
-                _release(buf)
-        if loop.depth == 0 and loop.cork_head is not None:
-            loop._uncork()
         return 0
 
     cdef int _stash(self, char *src, Py_ssize_t fed, Py_ssize_t n) except -1:
