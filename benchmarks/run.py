@@ -35,6 +35,8 @@ import subprocess
 import sys
 import time
 
+from bunsock._loadgen import derive  # the same rates `python -m bunsock bench` reports
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BUILD = os.path.join(HERE, ".build")
@@ -191,19 +193,6 @@ class Server:
                 self.proc.wait(5)
         self.proc.stdout.close()
         self.err.close()
-
-
-def derive(d):
-    """Rates from a raw load-generator result (same as bunsock._loadgen.derive)."""
-    el = d["elapsed"]
-    d["errors"] = d["connect_errors"] + d["content_errors"] + d["closed_errors"]
-    d["requests_per_s"] = d["messages"] / el if el > 0 else 0.0
-    d["mb_per_s"] = d["bytes"] / el / 1e6 if el > 0 else 0.0
-    cpu = d["server_cpu_ns"]
-    d["server_cpu_us_per_msg"] = cpu / 1e3 / d["messages"] if cpu >= 0 and d["messages"] else None
-    d["server_cpu_util"] = cpu / 1e9 / el if cpu >= 0 and el > 0 else None
-    d["client_cpu_util"] = d["client_cpu_ns"] / 1e9 / el if d["client_cpu_ns"] >= 0 and el > 0 else None
-    return d
 
 
 def loadgen_args(lg, port, **kw):
