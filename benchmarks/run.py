@@ -36,6 +36,7 @@ import sys
 import time
 
 from bunsock._loadgen import derive  # the same rates `python -m bunsock bench` reports
+from bunsock.bench import SCENARIOS  # the same scenarios too
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -43,19 +44,6 @@ BUILD = os.path.join(HERE, ".build")
 SERVERS_DIR = os.path.join(HERE, "servers")
 
 
-class Scenario:
-    def __init__(self, key, title, conns, pipeline, size, same_core=False):
-        self.key, self.title = key, title
-        self.conns, self.pipeline, self.size, self.same_core = conns, pipeline, size, same_core
-
-
-SCENARIOS = [
-    Scenario("lat", "1 conn, 64 B (latency; server and load generator share a core)", 1, 1, 64, same_core=True),
-    Scenario("c50", "50 conns, 64 B", 50, 1, 64),
-    Scenario("c50p16", "50 conns, 64 B, pipelined x16", 50, 16, 64),
-    Scenario("c10_16k", "10 conns, 16 KiB", 10, 1, 16 * 1024),
-    Scenario("c10_1m", "10 conns, 1 MiB", 10, 1, 1024 * 1024),
-]
 SERVER_ORDER = ["bunsock", "uvloop", "asyncio", "c", "bun"]
 
 

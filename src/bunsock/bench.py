@@ -37,10 +37,10 @@ class Scenario:
         self.conns, self.pipeline, self.size, self.same_core = conns, pipeline, size, same_core
 
 
-# The same scenarios as benchmarks/run.py. The 1-connection one shares a core between server and
-# load generator: waking an idle vCPU can cost tens of µs, which would measure the VM instead.
+# Also used by benchmarks/run.py. The 1-connection one shares a core between server and load
+# generator: waking an idle vCPU can cost tens of µs, which would measure the VM instead.
 SCENARIOS = [
-    Scenario("lat", "1 conn, 64 B", 1, 1, 64, same_core=True),
+    Scenario("lat", "1 conn, 64 B (latency, one shared core)", 1, 1, 64, same_core=True),
     Scenario("c50", "50 conns, 64 B", 50, 1, 64),
     Scenario("c50p16", "50 conns, 64 B, x16 pipelined", 50, 16, 64),
     Scenario("c10_16k", "10 conns, 16 KiB", 10, 1, 16 * 1024),
