@@ -253,6 +253,30 @@ def test_connect_timeout_becomes_idle_timeout(loop):
     assert 0.28 <= log[1][1] - log[0][1] <= 0.3 + 0.5
 
 
+def test_timeout_set_while_connecting_wins_over_connect_timeout(loop):
+    """sock.timeout() called before the connection completes is the user's later word."""
+    log = []
+
+    class Client:
+        def open(self, sock):
+            log.append(("open", time.monotonic()))
+
+        def data(self, sock, buf):
+            pass
+
+        def timeout(self, sock):
+            log.append(("timeout", time.monotonic()))
+            sock.close()
+            srv.stop(True)
+
+    srv = listen(loop, {"data": lambda s, b: None})
+    c = bunsock.connect(hostname=HOST, port=srv.port, socket=Client(), loop=loop, timeout=5)
+    c.timeout(0.2)
+    run(loop, 10)
+    assert [e[0] for e in log] == ["open", "timeout"]
+    assert 0.18 <= log[1][1] - log[0][1] <= 0.2 + 0.5
+
+
 def test_connect_timeout_to_blackholed_address(loop):
     """A listener with backlog 0 whose accept queue is full drops new SYNs: the connect hangs in
     SYN_SENT, exactly like a blackholed address, while staying on 127.0.0.1."""

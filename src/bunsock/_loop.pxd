@@ -24,6 +24,7 @@ cdef enum:
     F_REGISTERED = 1 << 9   # fd is in the poller (and the loop holds a reference)
     F_CLIENT = 1 << 10
     F_UNIX = 1 << 11
+    F_USER_TIMEOUT = 1 << 12   # timeout() called while connecting: it wins over connect(timeout=)
 
 cdef enum:
     BT_BYTES = 0

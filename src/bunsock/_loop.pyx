@@ -1236,7 +1236,7 @@ cdef class Socket(_Handle):
         self._set_mask((0 if self.flags & F_PAUSED else BS_READABLE) |
                        (BS_WRITABLE if self._pending() else 0))
         bs_wheel_cancel(&loop.wheel, &self.t)
-        if self.ctx.idle_ms:
+        if self.ctx.idle_ms and not (self.flags & F_USER_TIMEOUT):
             self.timeout_ms = self.ctx.idle_ms
         if self.timeout_ms:
             if loop.wheel.count == 0:
@@ -1677,6 +1677,8 @@ cdef class Socket(_Handle):
         """Set the idle timeout in seconds (restarted by any read or write); 0 or None clears."""
         cdef double s
         cdef Loop loop = self.loop
+        if self.state == ST_CONNECTING:
+            self.flags |= F_USER_TIMEOUT
         if seconds is None or seconds == 0:
             self.timeout_ms = 0
             if self.state != ST_CONNECTING:
