@@ -106,16 +106,8 @@ cdef class _Ctx:
          self.on_timeout, self.on_connect_error, self.on_handshake) = h
 
     cdef _Ctx copy(self):
-        cdef _Ctx c = _Ctx.__new__(_Ctx)
-        c.set_handlers(self.handlers())
-        c.binary_type = self.binary_type
-        c.allow_half_open = self.allow_half_open
-        c.hwm = self.hwm
-        c.idle_ms = self.idle_ms
-        c.tls = self.tls
-        c.tls_server_side = self.tls_server_side
-        c.server_hostname = self.server_hostname
-        return c
+        return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,
+                         self.idle_ms, self.tls, self.tls_server_side, self.server_hostname)
 
     cdef tuple handlers(self):
         return (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error,
@@ -1364,8 +1356,6 @@ cdef class Socket(_Handle):
 
     cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2:
         cdef Loop loop = self.loop
-        cdef ssize_t sent
-        cdef Py_ssize_t hwm
         if self.state == ST_CLOSED or (self.flags & (F_ENDING | F_SHUT_WR)):
             return -1
         if n == 0:
