@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -65,8 +67,26 @@ static int fill_inet(int family, const char *ip, int port, struct sockaddr_stora
         *len = sizeof *a;
     } else if (family == BS_AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        char host[INET6_ADDRSTRLEN];
+        const char *pct = strchr(ip, '%');
         a->sin6_family = AF_INET6;
         a->sin6_port = htons((uint16_t)port);
+        if (pct) {
+            /* "fe80::1%eth0" or "fe80::1%2": a link-local address means nothing without the
+             * interface it is on, so the scope id is kept (by name or number). */
+            size_t hl = (size_t)(pct - ip);
+            char *end;
+            unsigned long idx;
+            if (hl >= sizeof host) return -EINVAL;
+            memcpy(host, ip, hl);
+            host[hl] = '\0';
+            idx = strtoul(pct + 1, &end, 10);
+            if (pct[1] == '\0') return -EINVAL;
+            if (*end != '\0') idx = if_nametoindex(pct + 1);
+            if (idx == 0) return -ENXIO;
+            a->sin6_scope_id = (uint32_t)idx;
+            ip = host;
+        }
         if (inet_pton(AF_INET6, ip, &a->sin6_addr) != 1) return -EINVAL;
         *len = sizeof *a;
     } else {
@@ -152,8 +172,9 @@ static int start_connect(int fd, const struct sockaddr *sa, socklen_t len, int *
         *in_progress = 0;
         return fd;
     }
-    /* A unix socket whose listener backlog is full says EAGAIN where TCP says EINPROGRESS. */
-    if (errno == EINPROGRESS || errno == EAGAIN) {
+    /* Only TCP connects complete later.  A unix connect either succeeds at once or fails; its
+     * EAGAIN means the listener's backlog is full, which is a failure, not "in progress". */
+    if (errno == EINPROGRESS) {
         *in_progress = 1;
         return fd;
     }

@@ -9,7 +9,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-/* Address family codes shared with Python. */
+/* Address family codes shared with Python (bunsock._loop exports them to the Python layer). */
 #define BS_AF_INET 4
 #define BS_AF_INET6 6
 #define BS_AF_UNIX 1
@@ -22,6 +22,7 @@ int bs_accept(int lfd);
  * (wait for writability, then read bs_socket_error).  local_ip may be NULL, local_port 0. */
 int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, int local_port,
                    int *in_progress);
+/* A unix connect never completes later: *in_progress is always 0; a full backlog is -EAGAIN. */
 int bs_connect_unix(const char *path, size_t pathlen, int *in_progress);
 int bs_socket_error(int fd);
 int bs_set_nodelay(int fd, int on);
@@ -29,7 +30,8 @@ int bs_set_keepalive(int fd, int on, int initial_delay);
 int bs_set_linger0(int fd);
 int bs_shutdown(int fd, int how_read);
 /* Local or peer address as text.  Returns the family code (0 when the fd is not a socket the loop
- * knows) and fills ip (INET6_ADDRSTRLEN bytes at least) and *port; for unix sockets fills path. */
+ * knows) and fills ip (INET6_ADDRSTRLEN bytes at least) and *port; a unix socket gives BS_AF_UNIX and
+ * an empty string (its path is known to the caller). */
 int bs_sockname(int fd, int peer, char *out, size_t outlen, int *port);
 int bs_local_port(int fd);
 
