@@ -243,13 +243,14 @@ def test_untrusted_certificate_fails_handshake_handler(loop, sctx, no_leaks):
     assert res["srv"] and res["srv"][-1][0] == "close"
 
 
-def test_untrusted_certificate_without_handler_closes_with_error(loop, sctx):
+def test_untrusted_certificate_without_handler_is_a_connect_error(loop, sctx):
     cctx = ssl.create_default_context()
     trustme.CA().configure_trust(cctx)
     res = _failing_handshake(loop, sctx, cctx, with_handler=False)
     cli = res["cli"]
-    assert len(cli) == 1, cli     # no open, no data: close with the verification error
-    assert cli[0][0] == "close" and isinstance(cli[0][1], ssl.SSLCertVerificationError)
+    # `open` never fired, so no `close` either: the client hears why through connect_error.
+    assert len(cli) == 1, cli
+    assert cli[0][0] == "connect_error" and isinstance(cli[0][1], ssl.SSLCertVerificationError)
 
 
 def test_default_context_rejects_unknown_ca(loop, sctx):
@@ -275,7 +276,7 @@ def test_hostname_checked_against_server_name(loop, sctx, cctx):
     bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
                     tls={"ca": _ca_pem(cctx), "server_name": "evil.example"},
                     socket={"data": lambda s, b: None,
-                            "close": lambda s, e: (seen.append(e), srv.stop())})
+                            "connect_error": lambda s, e: (seen.append(e), srv.stop())})
     run(loop)
     assert isinstance(seen[0], ssl.SSLCertVerificationError)
 
@@ -455,31 +456,50 @@ def test_drain_and_buffered_amount_over_tls(loop, sctx, cctx):
 
 
 def test_high_water_mark_caps_plaintext(loop, sctx, cctx):
-    state = {}
+    # Independent of the machine's socket buffer sizes: the server does not read until the
+    # client has written until a write came back short (the kernel refused and the mark is hit).
+    hwm = 64 * 1024
+    chunk = b"a" * 1_000_000
+    state = {"accepted": 0, "received": 0}
+
+    class Srv:
+        def open(self, sock):
+            sock.pause()
+            loop.call_later(0.3, sock.resume)
+
+        def data(self, sock, buf):
+            state["received"] += len(buf)
+
+        def close(self, sock, err):
+            srv.stop()
 
     class Cli:
         def open(self, sock):
-            sock.write(b"a" * 4_000_000)    # nothing buffered: taken whole
-            state["second"] = sock.write(b"b" * 100_000)
+            for _ in range(64):             # bounded: 64 MB
+                n = sock.write(chunk)       # nothing buffered: the first is taken whole
+                state["accepted"] += n
+                if n < len(chunk):
+                    break
+            state["short"] = n < len(chunk)
             state["buffered"] = sock.buffered_amount
+            state["next"] = sock.write(b"b" * 1000)
 
         def drain(self, sock):
-            state["drained"] = True
+            state["drained"] = sock.buffered_amount
             sock.end()
 
         def data(self, sock, buf):
             pass
 
-        def close(self, sock, err):
-            srv.stop(True)
-
-    srv = bunsock.listen(hostname="127.0.0.1", port=0, tls=sctx, loop=loop,
-                         socket={"data": lambda s, b: None})
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, tls=sctx, loop=loop, socket=Srv(),
+                         allow_half_open=False)
     bunsock.connect(hostname="127.0.0.1", port=srv.port, socket=Cli(), tls=cctx, loop=loop,
-                    high_water_mark=64 * 1024)
-    run(loop, 30)
-    assert state["second"] == 0 and state["buffered"] > 64 * 1024
-    assert state["drained"]
+                    high_water_mark=hwm)
+    run(loop, 60)
+    assert state["short"], "the kernel never refused 64 MB with the reader paused"
+    assert state["buffered"] >= hwm and state["next"] == 0
+    assert state["drained"] == 0
+    assert state["received"] == state["accepted"]
 
 
 def test_pause_resume_over_tls_keeps_buffered_records(loop, sctx, cctx):
@@ -625,7 +645,7 @@ def test_many_small_writes_in_one_handler_one_send(loop, sctx, cctx):
                     socket={"open": lambda s: s.write(b"go"), "data": cli_data})
     run(loop)
     assert bytes(got) == expect
-    assert stats["buffered"] > len(expect)          # corked ciphertext
+    assert stats["buffered"] == 0       # corked, not refused by the kernel: not a backlog
     assert stats["after"] - stats["before"] == 1    # one send for the 50 writes
 
 

@@ -1,16 +1,13 @@
 """Argument checking for listen() and connect(): everything here runs once per call, never per
 event, so it stays in Python where the error messages are easy to read."""
 import errno
+import inspect
 import math
 import os
-import socket as _socket
 from collections.abc import Mapping
 
-from . import _loop
-
-HANDLER_NAMES = ("open", "data", "drain", "close", "error", "end", "timeout", "connect_error",
-                 "handshake")
-BINARY_TYPES = {"bytes": 0, "bytearray": 1, "memoryview": 2}
+from . import _loop, _resolve
+from ._loop import BINARY_TYPES, HANDLER_NAMES
 
 
 def resolve_handlers(table):
@@ -27,8 +24,16 @@ def resolve_handlers(table):
     else:
         found = tuple(getattr(table, n, None) for n in HANDLER_NAMES)
     for name, fn in zip(HANDLER_NAMES, found):
-        if fn is not None and not callable(fn):
+        if fn is None:
+            continue
+        if not callable(fn):
             raise TypeError("handler %r must be callable, not %s" % (name, type(fn).__name__))
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            # The loop calls handlers synchronously: a coroutine would be created and never run.
+            raise TypeError("handler %r is an async function; bunsock handlers are plain "
+                            "functions. To await inside one, use bunsock.aio (the loop in "
+                            "asyncio) and start a task: asyncio.get_running_loop()"
+                            ".create_task(...)" % name)
     if found[1] is None and found[2] is None:
         raise TypeError("a handler table needs at least a 'data' or a 'drain' handler")
     return found
@@ -64,17 +69,6 @@ def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls
                            int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname)
 
 
-def _ip_family(host):
-    """BS_AF_INET / BS_AF_INET6 for an IP literal, else None."""
-    for fam, code in ((_socket.AF_INET, 4), (_socket.AF_INET6, 6)):
-        try:
-            _socket.inet_pton(fam, host)
-            return code
-        except (OSError, ValueError):
-            pass
-    return None
-
-
 def _check_endpoint(hostname, port, unix):
     if unix is not None:
         if hostname is not None or port is not None:
@@ -90,8 +84,7 @@ def _check_endpoint(hostname, port, unix):
         return None, None, path
     if hostname is None:
         raise ValueError("give hostname and port, or unix")
-    if not isinstance(hostname, str):
-        raise TypeError("hostname must be a str, not %s" % type(hostname).__name__)
+    _resolve.check_host("hostname", hostname)
     if port is None:
         raise ValueError("port is required with hostname (0 picks a free port)")
     return hostname, _int_arg("port", port, 0, 65535), None
@@ -105,7 +98,7 @@ def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, 
     backlog = _int_arg("backlog", backlog, 0, 65535)
     tls_ctx = None
     if tls is not None and tls is not False:
-        from ._tls import server_context
+        from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
                     _seconds("idle_timeout", idle_timeout), tls_ctx, True, None)
@@ -122,17 +115,7 @@ def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, 
             raise OSError(errno.EADDRINUSE, "unix socket path %r is in use (a live listener, or "
                           "a stale socket file left by a dead process: remove it yourself if "
                           "nothing listens there)" % (unix,), unix) from None
-    family = _ip_family(hostname)
-    ip = hostname
-    if family is None:
-        try:
-            infos = _socket.getaddrinfo(hostname, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, 0,
-                                        _socket.AI_PASSIVE)
-        except _socket.gaierror as e:
-            raise OSError(e.errno, "cannot resolve %r: %s" % (hostname, e.strerror)) from None
-        fam, _, _, _, sa = infos[0]
-        family = 6 if fam == _socket.AF_INET6 else 4
-        ip = sa[0].split("%")[0]
+    family, ip = _resolve.literal(hostname) or _resolve.lookup(hostname, port, passive=True)[0]
     return loop._listen_tcp(ctx, data, family, ip, port, backlog, bool(reuse_port),
                             bool(ipv6_only), hostname)
 
@@ -146,23 +129,23 @@ def connect(*, hostname=None, port=None, unix=None, socket, data=None, tls=None,
     hostname, port, path = _check_endpoint(hostname, port, unix)
     timeout_s = _seconds("timeout", timeout)
     if local_address is not None:
-        if not isinstance(local_address, str) or _ip_family(local_address) is None:
+        if not isinstance(local_address, str) or _resolve.literal(local_address) is None:
             raise ValueError("local_address must be an IP address string, not %r"
                              % (local_address,))
     lport = 0 if local_port is None else _int_arg("local_port", local_port, 0, 65535)
     tls_ctx = None
     server_hostname = None
     if tls is not None and tls is not False:
-        from ._tls import client_context
+        from ._tlsconfig import client_context
         tls_ctx, server_hostname = client_context(tls, hostname)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, timeout_s, tls_ctx,
                     False, server_hostname)
     loop = loop if loop is not None else _loop.get_loop()
     addrs = None
     if path is None:
-        family = _ip_family(hostname)
-        if family is not None:
-            addrs = [(family, hostname)]
+        lit = _resolve.literal(hostname)
+        if lit is not None:
+            addrs = [lit]
     sock = loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
                          timeout_s)
     if tls_ctx is not None:

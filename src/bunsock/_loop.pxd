@@ -17,14 +17,16 @@ cdef enum:
     F_EOF = 1 << 2          # peer's FIN was read
     F_ENDING = 1 << 3       # end() called: FIN follows once the sink has flushed
     F_SHUT_WR = 1 << 4      # our FIN is sent (or write side shut)
-    F_NEED_DRAIN = 1 << 5   # a write could not complete at once: `drain` when the sink empties
+    F_DRAIN_OWED = 1 << 5   # a write could not complete at once: `drain` once nothing is pending
     F_CORKED = 1 << 6       # on the loop's cork list
     F_IDLE_FIRED = 1 << 7   # `timeout` fired and no activity since
-    F_OPENED = 1 << 8       # `open` fired: `close` must fire exactly once
+    F_OPENED = 1 << 8       # `open` fired: `close` must fire exactly once (and only then)
     F_REGISTERED = 1 << 9   # fd is in the poller (and the loop holds a reference)
     F_CLIENT = 1 << 10
     F_UNIX = 1 << 11
     F_USER_TIMEOUT = 1 << 12   # timeout() called while connecting: it wins over connect(timeout=)
+    F_BACKED_UP = 1 << 13   # the kernel refused bytes: the sink holds a backlog (buffered_amount)
+    F_TLS = 1 << 14         # ext.tls is this socket's TLS layer (a _TlsHook)
 
 cdef enum:
     BT_BYTES = 0
@@ -50,11 +52,18 @@ cdef class _Handle:
     cdef Loop loop
     cdef int fd
     cdef uint32_t mask      # interest currently registered with the poller
+    cdef int _on_event(self, uint32_t ev) except -1
 
 @cython.final
 cdef class _Waker(_Handle):
     cdef bs_waker w
-    cdef int _on_event(self, uint32_t ev) except -1
+
+@cython.final
+cdef class _RecvBuf:
+    cdef char *buf
+    cdef Py_ssize_t lent           # length of the view being lent
+    cdef int exports               # buffer exports alive (memoryviews of it)
+    cdef int alloc(self, Py_ssize_t size) except -1
 
 @cython.final
 cdef class Timer:
@@ -73,6 +82,7 @@ cdef class Loop:
     cdef bs_poller poller
     cdef bs_event *events
     cdef bs_wheel wheel
+    cdef _RecvBuf recv             # owns rbuf
     cdef char *rbuf
     cdef Py_ssize_t rbuf_size
     cdef Py_ssize_t read_budget
@@ -89,10 +99,10 @@ cdef class Loop:
     cdef object thread_ident
     cdef uint64_t n_send, n_recv, n_poll, n_accept
     cdef _close_c(self)
+    cdef int _new_rbuf(self) except -1
     cdef int _check_open(self) except -1
-    cdef void _enter(self) noexcept
-    cdef int _leave(self) except -1
     cdef int _uncork(self) except -1
+    cdef int _arm(self, bs_timer *t, double delay) except -1
     cdef int _retire(self, object handle) except -1
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
     cdef int _run_ready(self) except -1
@@ -109,6 +119,7 @@ cdef class Listener(_Handle):
     cdef public object data
     cdef object _hostname, _unix
     cdef bytes _unix_path
+    cdef object _unix_id          # (st_dev, st_ino) of the socket file this listener bound
     cdef int _port
     cdef Py_ssize_t _connections
     cdef Socket head              # accepted sockets still open (intrusive list)
@@ -116,8 +127,8 @@ cdef class Listener(_Handle):
     cdef Timer backoff
     @staticmethod
     cdef Listener _new(Loop loop, _Ctx ctx, data, int fd)
-    cdef int _on_event(self, uint32_t ev) except -1
     cdef _pause_accept(self)
+    cdef _unlink_own_path(self)
     cdef _link(self, Socket s)
     cdef _unlink(self, Socket s)
 
@@ -128,8 +139,9 @@ cdef class _SockExt:
 cdef class _CorkCtx:
     cdef Socket s
 
-@cython.final
-cdef class Socket(_Handle):
+# A Socket's parts, each extending the one before (Cython cannot split one class body across
+# files): state and lifecycle, the write path, the events, the public API.
+cdef class _SocketBase(_Handle):
     cdef _Ctx ctx
     cdef public object data
     cdef Listener _listener
@@ -138,45 +150,54 @@ cdef class Socket(_Handle):
     cdef object cork_obj              # the one bytes object written while corked (not copied)
     cdef _SockExt ext
     cdef bs_sink sink
-    cdef bs_timer t                   # connect deadline, then idle timeout
+    cdef bs_timer t                   # connect deadline, then idle timeout (TLS: handshake)
     cdef uint64_t bytes_read, bytes_written
     cdef uint32_t timeout_ms
     cdef uint32_t last_active         # loop ms, truncated: idle spans are far below 2^32 ms
     cdef uint32_t flags
     cdef uint8_t state
     cdef uint8_t cork_depth
-    @staticmethod
-    cdef Socket _new(Loop loop, _Ctx ctx, data, int fd, Listener listener)
-    @staticmethod
-    cdef int _accepted(Listener l, int fd) except -1
-    cdef int _fire_open(self) except -1
     cdef _SockExt _get_ext(self)
-    cdef int _report(self, exc) except -1
     cdef int _call(self, object h) except -1
-    cdef int _on_event(self, uint32_t ev) except -1
-    cdef int _deregister_quiet(self) except -1
+    cdef int _report(self, exc) except -1
+    cdef int _fire_open(self) except -1
+    cdef int _fire_connect_error(self, exc) except -1
     cdef int _set_mask(self, uint32_t mask) except -1
-    cdef int _on_readable(self) except -1
-    cdef int _deliver(self, Py_ssize_t n) except -1
-    cdef int _on_eof(self) except -1
-    cdef int _on_writable(self) except -1
-    cdef int _drained(self) except -1
-    cdef int _on_timer(self) except -1
-    cdef int _on_connected(self) except -1
-    cdef int _connect_failed(self, exc) except -1
+    cdef int _deregister_quiet(self) except -1
     cdef int _teardown(self) except -1
     cdef int _close(self, object err) except -1
     cdef int _fail(self, int err) except -1
+
+cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _pending(self)
+    cdef Py_ssize_t _tls_held(self)
+    cdef Py_ssize_t _backlog(self)
+    cdef Py_ssize_t _hwm_room(self, Py_ssize_t n)
+    cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1
+    cdef int _settle(self) except -1
     cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2
     cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef int _flush(self) except -1
+    cdef int _drained(self) except -1
     cdef int _finish_end(self) except -1
     cdef int _end(self) except -1
     cdef Py_ssize_t _writev(self, list bufs) except -2
+
+cdef class _SocketReader(_SocketWriter):
+    cdef int _on_readable(self) except -1
+    cdef int _deliver(self, Py_ssize_t n) except -1
+    cdef int _on_eof(self) except -1
+    cdef int _on_writable(self) except -1
+    cdef int _on_timer(self) except -1
+    cdef int _arm_idle(self) except -1
+    cdef int _on_connected(self) except -1
+    cdef int _connect_failed(self, exc) except -1
     cdef int _start_tls_from_ctx(self) except -1
+
+@cython.final
+cdef class Socket(_SocketReader):
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
 
@@ -186,8 +207,14 @@ cdef class _TlsHook:
     cdef int feed(self, Socket s, char *p, Py_ssize_t n) except -1      # raw bytes read
     cdef int eof(self, Socket s) except -1                              # peer FIN, before `end`
     cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2
-    cdef int drained(self, Socket s) except -1
-    cdef int closed(self, Socket s) except -1
+    cdef int closed(self, Socket s, object err) except -1               # after teardown
     cdef int before_fin(self, Socket s) except -1                       # 1: FIN now, 0: not yet
     cdef int resumed(self, Socket s) except -1
     cdef Py_ssize_t buffered(self) noexcept                             # plaintext held back
+    cdef bint handshaking(self) noexcept
+    cdef int timed_out(self, Socket s) except -1                        # the handshake's deadline
+
+
+# Every handler call goes through here (the error policy and the cork scope): _loop.pyx.
+cdef int call_handler(Loop loop, object h, object owner, object on_error, int nargs,
+                      object a=*, object b=*, object c=*) except -1

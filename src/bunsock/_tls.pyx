@@ -23,9 +23,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 
 from ._loop cimport *
 
-import os
+import errno
 import ssl
-from collections.abc import Mapping
+
+from ._tlsconfig import client_context, server_context
 
 cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
@@ -50,6 +51,9 @@ cdef enum:
     # the rest of the connection's life.
     CHUNK_IN = 16384
     CHUNK_OUT = 65536
+
+# Bound on a handshake when the socket has no idle timeout (seconds; Node's default is 120 s).
+cdef double HANDSHAKE_TIMEOUT_S = 30.0
 
 cdef object SSLWantReadError = ssl.SSLWantReadError
 cdef object SSLZeroReturnError = ssl.SSLZeroReturnError
@@ -94,6 +98,9 @@ cdef class TLSState(_TlsHook):
 
     cdef int start(self, Socket s) except -1:
         self.hs = HS_RUNNING
+        # A handshake that stalls is bounded: by the socket's idle timeout when it has one,
+        # else by HANDSHAKE_TIMEOUT_S (the socket's timer; _done puts the idle timeout back).
+        s.loop._arm(&s.t, s.timeout_ms / 1000.0 if s.timeout_ms else HANDSHAKE_TIMEOUT_S)
         if self.server_side:
             return 0      # nothing to say before the ClientHello
         return self._handshake(s)
@@ -114,6 +121,7 @@ cdef class TLSState(_TlsHook):
         cdef object h
         cdef list pend
         self.hs = HS_DONE
+        s._arm_idle()
         if self.sslobj.context.verify_mode != CERT_NONE:
             self.authorized = self._ssl.getpeercert(True) is not None
         pend = self.pending
@@ -137,8 +145,10 @@ cdef class TLSState(_TlsHook):
         elif self.fire_open:
             self.fire_open = False
             s._fire_open()
-        if s.state == ST_OPEN and (s.flags & F_ENDING) and not (s.flags & F_SHUT_WR):
-            s._flush()      # end() was called before the handshake: close_notify + FIN now
+        if s.state == ST_OPEN:
+            # What the handshake held is queued now: an owed drain may be due, and end() called
+            # before the handshake sends close_notify + FIN.
+            s._flush()
         return 0
 
     cdef int _failed(self, Socket s, object err) except -1:
@@ -156,18 +166,8 @@ cdef class TLSState(_TlsHook):
         return 0
 
     cdef int _call_handshake(self, Socket s, object h, object ok, object err) except -1:
-        cdef Loop loop = s.loop
-        cdef bint failed = False
-        loop._enter()
-        try:
-            h(s, ok, err)
-        except Exception as e:
-            failed = True
-            s._report(e)
-        finally:
-            loop._leave()
-        if failed and s.state != ST_CLOSED:
-            s._close(None)
+        if call_handler(s.loop, h, s, s.ctx.on_error, 2, ok, err) and s.state != ST_CLOSED:
+            s._close(None)      # the handshake handler raised: the socket closes
         return 0
 
     # -- reading --
@@ -291,25 +291,24 @@ cdef class TLSState(_TlsHook):
     # -- writing --
 
     cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2:
-        cdef Py_ssize_t hwm, pend, room
+        cdef Py_ssize_t room
         cdef object data
-        if self.hs == HS_DONE:
-            hwm = s.ctx.hwm
-            if hwm >= 0:
-                # high_water_mark caps plaintext before it is encrypted (ciphertext cannot be
-                # taken back). With nothing buffered, a write is taken whole so hwm=0 works.
-                pend = s._pending() + self.held
-                if pend > 0:
-                    room = hwm - pend
-                    if room < n:
-                        s.flags |= F_NEED_DRAIN
-                        if room <= 0:
-                            return 0
-                        n = room
-            self._seal(s, p, n, keep)
-            return n
         if self.hs == HS_FAILED:
             return -1
+        # high_water_mark caps plaintext before it is encrypted (ciphertext cannot be taken
+        # back), before the handshake as after it. With nothing buffered a write is taken whole,
+        # so high_water_mark=0 still makes progress.
+        if s.ctx.hwm >= 0 and s._pending() + self.buffered() > 0:
+            room = s._hwm_room(n)
+            if room < n:
+                s.flags |= F_DRAIN_OWED
+                s._settle()
+                if room <= 0:
+                    return 0
+                n = room
+        if self.hs == HS_DONE:
+            self._seal(s, p, n, keep)
+            return n
         if keep is not None and PyBytes_GET_SIZE(keep) == n:
             data = keep
         else:
@@ -356,15 +355,27 @@ cdef class TLSState(_TlsHook):
                 return 0
         return 0 if s._pending() else 1
 
-    cdef int drained(self, Socket s) except -1:
-        return 0
-
-    cdef int closed(self, Socket s) except -1:
+    cdef int closed(self, Socket s, object err) except -1:
+        cdef object h = s.ctx.on_handshake
+        cdef bint running = self.hs == HS_RUNNING
         if self.hs != HS_DONE:
             self.hs = HS_FAILED
         self.pending = None
         self.pending_len = 0
+        if running and h is not None and (s.flags & F_OPENED):
+            # The handshake ends with the connection (a reset, a timeout, a local close): the
+            # handshake handler hears it before `close`.
+            if err is None:
+                err = ConnectionAbortedError(errno.ECONNABORTED,
+                                             "socket closed during the TLS handshake")
+            call_handler(s.loop, h, s, s.ctx.on_error, 2, False, err)
         return 0
+
+    cdef bint handshaking(self) noexcept:
+        return self.hs < HS_DONE
+
+    cdef int timed_out(self, Socket s) except -1:
+        return self._failed(s, TimeoutError(errno.ETIMEDOUT, "TLS handshake timed out"))
 
 
 cdef TLSState _new_state(sslctx, bint server_side, server_hostname):
@@ -393,6 +404,7 @@ def attach(Socket s, sslctx, server_side, server_hostname):
     cdef TLSState t = _new_state(sslctx, server_side, server_hostname)
     t.fire_open = True
     s._get_ext().tls = t
+    s.flags |= F_TLS
 
 
 def start_from_ctx(Socket s, sslctx, server_side, server_hostname):
@@ -408,6 +420,7 @@ def start_from_ctx(Socket s, sslctx, server_side, server_hostname):
             s._close(e)
             return
         ext.tls = t
+        s.flags |= F_TLS
     t.fire_open = True
     if s.ctx.on_handshake is not None:
         t.fire_open = False
@@ -439,155 +452,5 @@ def upgrade(Socket s, tls, server_side, server_hostname):
     t = _new_state(sslctx, server_side, server_hostname)
     t.fire_open = False
     ext.tls = t
+    s.flags |= F_TLS
     t.start(s)
-
-
-# ---------------------------------------------------------------------------------------------
-# Building contexts from listen(tls=...) / connect(tls=...)
-
-_KEYS = ("cert", "key", "ca", "alpn", "server_name", "servername", "reject_unauthorized",
-         "verify", "passphrase")
-
-
-def _pem_or_path(name, value):
-    if isinstance(value, bytes) and value.lstrip().startswith(b"-----BEGIN"):
-        return None, value.decode("ascii")
-    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
-        return None, value
-    if isinstance(value, (str, bytes, os.PathLike)):
-        return os.fspath(value), None
-    raise TypeError("tls[%r] must be a path (str or os.PathLike) or PEM text, not %s"
-                    % (name, type(value).__name__))
-
-
-def _load_ca(ctx, ca):
-    items = ca if isinstance(ca, (list, tuple)) else [ca]
-    for item in items:
-        path, pem = _pem_or_path("ca", item)
-        if pem is not None:
-            ctx.load_verify_locations(cadata=pem)
-        else:
-            ctx.load_verify_locations(cafile=path)
-
-
-def _from_mapping(m, bint server_side):
-    unknown = [k for k in m if k not in _KEYS]
-    if unknown:
-        raise TypeError("unknown tls option(s) %s; expected some of %s"
-                        % (", ".join(map(repr, unknown)), ", ".join(_KEYS)))
-    verify = True
-    for k in ("reject_unauthorized", "verify"):
-        if k in m:
-            if not isinstance(m[k], bool):
-                raise TypeError("tls[%r] must be a bool, not %s" % (k, type(m[k]).__name__))
-            verify = m[k]
-    if ("reject_unauthorized" in m and "verify" in m
-            and m["reject_unauthorized"] != m["verify"]):
-        raise ValueError("tls 'reject_unauthorized' and 'verify' disagree")
-    if "server_name" in m and "servername" in m and m["server_name"] != m["servername"]:
-        raise ValueError("tls 'server_name' and 'servername' disagree")
-    server_name = m.get("server_name", m.get("servername"))
-    if server_name is not None and not isinstance(server_name, str):
-        raise TypeError("tls['server_name'] must be a str")
-    cert, key, ca = m.get("cert"), m.get("key"), m.get("ca")
-    if key is not None and cert is None:
-        raise ValueError("tls 'key' given without 'cert'")
-    if server_side:
-        if cert is None:
-            raise ValueError("a TLS server needs tls={'cert': path, 'key': path}")
-        if server_name is not None:
-            raise ValueError("tls 'server_name' is a client option")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        if ca is not None:
-            _load_ca(ctx, ca)
-            # A client certificate is requested; `reject_unauthorized: False` makes it optional.
-            ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_OPTIONAL
-    else:
-        if ca is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            _load_ca(ctx, ca)
-        else:
-            ctx = ssl.create_default_context()
-        if not verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-    if cert is not None:
-        cpath, cpem = _pem_or_path("cert", cert)
-        kpath = None
-        if key is not None:
-            kpath, kpem = _pem_or_path("key", key)
-            if kpem is not None:
-                raise TypeError("tls['key'] must be a path")
-        if cpem is not None:
-            raise TypeError("tls['cert'] must be a path")
-        ctx.load_cert_chain(cpath, kpath, password=m.get("passphrase"))
-    alpn = m.get("alpn")
-    if alpn is not None:
-        if isinstance(alpn, (str, bytes)) or not all(isinstance(p, str) for p in alpn):
-            raise TypeError("tls['alpn'] must be a list of str")
-        ctx.set_alpn_protocols(list(alpn))
-    return ctx, server_name
-
-
-def server_context(tls):
-    """listen(tls=...) -> ssl.SSLContext (server side).
-
-    Accepted: an ``ssl.SSLContext`` (used as is), or a mapping with
-      ``cert`` (path, required), ``key`` (path; default: in ``cert``), ``passphrase``,
-      ``ca`` (path, PEM text, or a list of them: request and verify client certificates),
-      ``reject_unauthorized``/``verify`` (bool, default True: with ``ca``, a client without a
-      valid certificate is rejected; False makes the client certificate optional),
-      ``alpn`` (list of protocol names, in preference order).
-    Unknown keys raise TypeError; a missing ``cert`` raises ValueError."""
-    if isinstance(tls, ssl.SSLContext):
-        ctx = tls
-    elif isinstance(tls, Mapping):
-        ctx = _from_mapping(tls, True)[0]
-    elif tls is True:
-        raise ValueError("a TLS server needs a certificate: tls={'cert': path, 'key': path} "
-                         "or an ssl.SSLContext")
-    else:
-        raise TypeError("tls must be an ssl.SSLContext or a mapping, not %s" % type(tls).__name__)
-    # A client-only context fails here, not on the first accepted connection.
-    try:
-        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
-    except ssl.SSLError as e:
-        raise ValueError("this SSLContext cannot serve: %s" % (e.reason or e,)) from None
-    return ctx
-
-
-def client_context(tls, hostname):
-    """connect(tls=...) -> (ssl.SSLContext, server_hostname).
-
-    Accepted: ``True`` (``ssl.create_default_context()``: certificate and hostname verification
-    on, the name checked and sent as SNI is ``hostname``), an ``ssl.SSLContext`` (used as is,
-    server name = ``hostname``), or a mapping with
-      ``ca`` (path, PEM text or a list: trust these instead of the system store),
-      ``cert``/``key``/``passphrase`` (a client certificate),
-      ``server_name``/``servername`` (name to verify and send as SNI; default ``hostname``),
-      ``reject_unauthorized``/``verify`` (bool, default True; False turns off certificate and
-      hostname verification: `authorized` is then False),
-      ``alpn`` (list of protocol names).
-    Unknown keys raise TypeError. A verifying context without any server name (e.g. over a unix
-    socket) raises ValueError: give ``server_name``."""
-    server_name = None
-    if tls is True:
-        ctx = ssl.create_default_context()
-    elif isinstance(tls, ssl.SSLContext):
-        ctx = tls
-    elif isinstance(tls, Mapping):
-        ctx, server_name = _from_mapping(tls, False)
-    else:
-        raise TypeError("tls must be True, an ssl.SSLContext or a mapping, not %s"
-                        % type(tls).__name__)
-    if server_name is None:
-        server_name = hostname
-    if ctx.check_hostname and not server_name:
-        raise ValueError("TLS hostname verification needs a server name: pass "
-                         "tls={'server_name': ...} (or a context with check_hostname=False)")
-    try:
-        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=False,
-                     server_hostname=server_name)
-    except ssl.SSLError as e:
-        raise ValueError("this SSLContext cannot connect: %s" % (e.reason or e,)) from None
-    return ctx, server_name

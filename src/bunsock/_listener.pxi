@@ -1,0 +1,180 @@
+# Listener: a listening socket, accepting in batches and handing sockets to the shared table.
+
+
+cdef class Listener(_Handle):
+    """A listening socket: accepts connections and hands them to the shared handler table."""
+
+    def __cinit__(self):
+        global _n_listeners
+        _n_listeners += 1
+        self.fd = -1
+
+    def __dealloc__(self):
+        global _n_listeners
+        _n_listeners -= 1
+        if self.fd >= 0:
+            c_close(self.fd)
+
+    @staticmethod
+    cdef Listener _new(Loop loop, _Ctx ctx, data, int fd):
+        cdef Listener l = Listener.__new__(Listener)
+        l.loop = loop
+        l.ctx = ctx
+        l.data = data
+        l.fd = fd
+        if bs_poller_add(&loop.poller, fd, <void *>l, BS_READABLE) < 0:
+            err = errno_value()
+            c_close(fd)
+            l.fd = -1
+            _raise_errno(err)
+        l.mask = BS_READABLE
+        Py_INCREF(l)     # the poller's reference
+        l.refed = True
+        loop.refs += 1
+        return l
+
+    cdef int _on_event(self, uint32_t ev) except -1:
+        cdef int fd, i
+        cdef Loop loop = self.loop
+        for i in range(ACCEPT_BATCH):
+            fd = bs_accept(self.fd)
+            loop.n_accept += 1
+            if fd < 0:
+                if fd == -EAGAIN or fd == -EWOULDBLOCK:
+                    return 0
+                if fd == -ECONNABORTED:
+                    continue
+                if fd == -EMFILE or fd == -ENFILE or fd == -ENOBUFS or fd == -ENOMEM:
+                    # Out of descriptors: level-triggered readiness would spin at 100% CPU, so
+                    # stop listening briefly and let closes free some.
+                    self._pause_accept()
+                return 0
+            _accept_socket(self, fd)
+            if self.stopped:
+                return 0
+        return 0
+
+    cdef _pause_accept(self):
+        if self.backoff is not None or self.stopped:
+            return
+        if bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask, 0) == 0:
+            self.mask = 0
+        self.backoff = self.loop.call_later(ACCEPT_BACKOFF_S, self._resume_accept)
+        self.backoff.unref()
+
+    def _resume_accept(self):
+        self.backoff = None
+        if not self.stopped and bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask,
+                                              BS_READABLE) == 0:
+            self.mask = BS_READABLE
+
+    cdef _link(self, Socket s):
+        s.lnext = self.head
+        if self.head is not None:
+            self.head.lprev = s
+        self.head = s
+        self._connections += 1
+
+    cdef _unlink(self, Socket s):
+        if s.lprev is not None:
+            s.lprev.lnext = s.lnext
+        else:
+            self.head = s.lnext
+        if s.lnext is not None:
+            s.lnext.lprev = s.lprev
+        s.lprev = None
+        s.lnext = None
+        self._connections -= 1
+
+    def stop(self, bint close_active=False):
+        """Stop accepting. With close_active=True, close every accepted socket now (each `close`
+        handler runs before stop() returns). Idempotent."""
+        cdef Socket s
+        if not self.stopped:
+            self.stopped = True
+            if self.backoff is not None:
+                self.backoff.cancel()
+                self.backoff = None
+            bs_poller_del(&self.loop.poller, self.fd, self.mask)
+            c_close(self.fd)
+            self.fd = -1
+            if self.refed:
+                self.loop.refs -= 1
+            if self._unix_path is not None and self._unix_path[:1] != b"\0":
+                self._unlink_own_path()
+            self.loop._retire(self)
+        if close_active:
+            victims = []
+            s = self.head
+            while s is not None:
+                victims.append(s)
+                s = s.lnext
+            for s in victims:
+                s.close()
+
+    cdef _unlink_own_path(self):
+        # Remove the socket file only while it is still the one this listener bound: another
+        # listener may have removed it and bound a new socket at the same path meanwhile.
+        try:
+            st = os.stat(self._unix_path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == self._unix_id:
+            try:
+                os.unlink(self._unix_path)
+            except OSError:
+                pass
+
+    def reload(self, socket):
+        """Swap the handler table in place: this listener and all its live sockets switch now."""
+        from ._api import resolve_handlers
+        self.ctx.set_handlers(resolve_handlers(socket))
+
+    def ref(self):
+        if not self.refed:
+            self.refed = True
+            if not self.stopped:
+                self.loop.refs += 1
+        return self
+
+    def unref(self):
+        if self.refed:
+            self.refed = False
+            if not self.stopped:
+                self.loop.refs -= 1
+        return self
+
+    def fileno(self):
+        return self.fd
+
+    @property
+    def port(self):
+        return None if self._unix is not None else self._port
+
+    @property
+    def hostname(self):
+        return self._hostname
+
+    @property
+    def unix(self):
+        return self._unix
+
+    @property
+    def connections(self):
+        return self._connections
+
+    @property
+    def loop(self):
+        return self.loop
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop(True)
+        return False
+
+    def __repr__(self):
+        where = self._unix if self._unix is not None else "%s:%s" % (self._hostname, self._port)
+        return "<bunsock.Listener %s%s connections=%d>" % (
+            where, " stopped" if self.stopped else "", self._connections)

@@ -1,0 +1,441 @@
+# The Loop: one poller, one receive buffer, one timer wheel, the handler scope and its cork list.
+
+# Later than any deadline a timer can have (about 35,000 years of milliseconds).
+cdef uint64_t FOREVER_MS = (<uint64_t>1) << 50
+
+
+cdef object _tls_loops = threading.local()
+
+
+def get_loop():
+    """The calling thread's default loop (created on first use)."""
+    try:
+        return _tls_loops.loop
+    except AttributeError:
+        loop = Loop()
+        _tls_loops.loop = loop
+        return loop
+
+
+cdef class Loop:
+    """An event loop: bunsock.run() drives the thread's default one; Loop() makes a private one."""
+    # counters (stats())
+
+    def __cinit__(self, Py_ssize_t read_buffer_size=256 * 1024):
+        global _n_loops
+        cdef int r
+        self.poller.fd = -1
+        if read_buffer_size < 4096:
+            raise ValueError("read_buffer_size must be at least 4096")
+        if bs_poller_open(&self.poller, MAX_EVENTS) < 0:
+            _raise_errno(errno_value())
+        self.events = <bs_event *>malloc(MAX_EVENTS * sizeof(bs_event))
+        if self.events == NULL:
+            raise MemoryError()
+        self.rbuf_size = read_buffer_size
+        self._new_rbuf()
+        # Every read becomes a bytes object of up to read_buffer_size, several of them alive at
+        # once under load. glibc serves blocks above its mmap threshold (128 KiB in a fresh
+        # process) with mmap/munmap and gives the heap top back above twice that, so a busy
+        # server would pay brk/mmap and page faults on every large read (measured: 3 brk calls
+        # per 1 MiB echo). Freeing one mmapped 4 MiB block raises both thresholds through
+        # glibc's own dynamic-threshold rule: up to 8 MiB of free heap stays mapped.
+        _prime_malloc(max(4 << 20, read_buffer_size + 4096))
+        # One busy socket may take this much per iteration before the others get their turn.
+        self.read_budget = 4 * read_buffer_size
+        self.now = bs_monotonic_ms()
+        bs_wheel_init(&self.wheel, self.now)
+        self.dead = []
+        self.ready = collections.deque()
+        self.waker = _Waker.__new__(_Waker)
+        self.waker.loop = self
+        self.waker.w.rfd = self.waker.w.wfd = -1
+        r = bs_waker_open(&self.waker.w)
+        if r < 0:
+            _raise_errno(-r)
+        self.waker.fd = self.waker.w.rfd
+        if bs_poller_add(&self.poller, self.waker.fd, <void *>self.waker, BS_READABLE) < 0:
+            _raise_errno(errno_value())
+        self.waker.mask = BS_READABLE
+        _n_loops += 1
+
+    def __dealloc__(self):
+        global _n_loops
+        _n_loops -= 1
+        self._close_c()
+
+    cdef _close_c(self):
+        if self.waker is not None:
+            bs_waker_close(&self.waker.w)
+            self.waker.fd = -1
+        bs_poller_close(&self.poller)
+        free(self.events)
+        self.events = NULL
+        self.recv = None      # frees the buffer, or leaves it to views still holding it
+        self.rbuf = NULL
+
+    def close(self):
+        """Release the poller and buffers. Close sockets and stop listeners first."""
+        if self.running:
+            raise RuntimeError("cannot close a running loop")
+        cdef bs_timer *t
+        if self.closed:
+            return
+        self.closed = True
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+            self.executor = None
+        # An armed Timer holds the wheel's reference to itself (and so to this loop): timers still
+        # pending (e.g. unref'd ones) would keep both alive forever. Empty the wheel.
+        while True:
+            t = bs_wheel_pop_expired(&self.wheel, self.now + FOREVER_MS)
+            if t == NULL:
+                break
+            owner = <object>t.owner
+            if type(owner) is Timer:
+                (<Timer>owner).active = False
+                if (<Timer>owner).refed:
+                    self.refs -= 1
+                Py_DECREF(owner)
+        self.ready.clear()
+        self._close_c()
+
+    def stop(self):
+        """Make run() return after the current iteration."""
+        self.stopping = True
+        if self.thread_ident is not None and self.thread_ident != threading.get_ident():
+            bs_waker_signal(&self.waker.w)
+
+    def time(self):
+        """The loop's monotonic clock in seconds."""
+        return bs_monotonic_ms() / 1000.0
+
+    def stats(self):
+        """Syscall counters: sends (send/sendmsg calls), recvs, polls, accepts."""
+        return {"sends": self.n_send, "recvs": self.n_recv, "polls": self.n_poll,
+                "accepts": self.n_accept}
+
+    @property
+    def refs(self):
+        """How many referenced listeners, sockets and timers keep run() going."""
+        return self.refs
+
+    cdef int _check_open(self) except -1:
+        if self.closed:
+            raise RuntimeError("the loop is closed")
+        return 0
+
+    cdef int _new_rbuf(self) except -1:
+        self.recv = _RecvBuf.__new__(_RecvBuf)
+        self.recv.alloc(self.rbuf_size)
+        self.rbuf = self.recv.buf
+        return 0
+
+    # -- handler scope: writes are corked until the outermost handler returns (call_handler) --
+
+    cdef int _retire(self, object handle) except -1:
+        """Drop the poller's reference to a closed handle. While a batch of events is being
+        dispatched the handle may still have an entry later in it, so it is kept alive until
+        the batch ends (its fd is -1 by then, and the entry is skipped)."""
+        if self.running:
+            self.dead.append(handle)
+        Py_DECREF(handle)
+        return 0
+
+    cdef int _uncork(self) except -1:
+        """The outermost handler returned: flush every socket it wrote to."""
+        cdef Socket s
+        while self.cork_head is not None:
+            s = self.cork_head
+            self.cork_head = s.cork_next
+            s.cork_next = None
+            s.flags &= ~F_CORKED
+            if s.state != ST_CLOSED and s.cork_depth == 0:
+                s._flush()
+        return 0
+
+    cdef int _arm(self, bs_timer *t, double delay) except -1:
+        """Arm a wheel timer `delay` seconds from now. Outside a dispatch, an embedding host
+        (bunsock.aio) must hear that the next deadline changed."""
+        self.now = bs_monotonic_ms()
+        bs_wheel_arm(&self.wheel, t, self.now + <uint64_t>ceil(delay * 1000.0))
+        if self.embedded and not self.running:
+            bs_waker_signal(&self.waker.w)
+        return 0
+
+    # -- timers --
+
+    cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args):
+        cdef Timer t
+        self._check_open()
+        if not callable(fn):
+            raise TypeError("callback must be callable, not %s" % type(fn).__name__)
+        if not isfinite(delay) or delay < 0 or delay > 1e9:
+            raise ValueError("delay must be a finite number >= 0 (and below 1e9 s), not %r" % delay)
+        t = Timer.__new__(Timer)
+        t.loop = self
+        t.fn = fn
+        t.args = args
+        t.interval = interval
+        t.active = True
+        self.refs += 1
+        Py_INCREF(t)
+        self._arm(&t.t, delay)
+        t.start = self.now
+        return t
+
+    def call_later(self, delay, fn, *args):
+        """Call fn(*args) once after `delay` seconds. Returns a Timer."""
+        return self._timer(float(delay), 0, fn, args)
+
+    def call_every(self, interval, fn, *args):
+        """Call fn(*args) every `interval` seconds at a fixed rate (no drift, no catch-up bursts)."""
+        cdef double iv = float(interval)
+        if not isfinite(iv) or iv <= 0:
+            raise ValueError("interval must be a finite number > 0, not %r" % interval)
+        cdef uint64_t ms = <uint64_t>ceil(iv * 1000.0)
+        return self._timer(iv, ms, fn, args)
+
+    def call_soon(self, fn, *args):
+        """Call fn(*args) on the next loop iteration. Returns a Timer (cancel() works)."""
+        cdef Timer t
+        self._check_open()
+        if not callable(fn):
+            raise TypeError("callback must be callable, not %s" % type(fn).__name__)
+        t = Timer.__new__(Timer)
+        t.loop = self
+        t.fn = fn
+        t.args = args
+        t.active = True
+        self.refs += 1
+        self.ready.append(t)
+        self.nready += 1
+        if self.embedded:
+            bs_waker_signal(&self.waker.w)
+        return t
+
+    def call_soon_threadsafe(self, fn, *args):
+        """call_soon from another thread: wakes the loop if it is waiting."""
+        t = self.call_soon(fn, *args)
+        bs_waker_signal(&self.waker.w)
+        return t
+
+    cdef int _run_ready(self) except -1:
+        cdef Timer t
+        cdef Py_ssize_t n = len(self.ready)
+        self.nready = 0
+        # Only what was queued before this pass: a callback that re-queues itself must not
+        # starve the poller.
+        while n > 0 and self.ready:
+            n -= 1
+            t = self.ready.popleft()
+            if t.active:
+                t._deactivate()
+                call_callback(self, t.fn, t.args)
+        return 0
+
+    cdef int _run_timers(self) except -1:
+        cdef bs_timer *t
+        cdef object owner
+        cdef int budget = TIMER_BUDGET
+        while budget > 0:
+            budget -= 1
+            t = bs_wheel_pop_expired(&self.wheel, self.now)
+            if t == NULL:
+                break
+            owner = <object>t.owner
+            if type(owner) is Timer:
+                # The wheel's reference is handed to `owner` for the duration of the call.
+                Py_DECREF(owner)
+                (<Timer>owner)._fire()
+            else:
+                (<Socket>owner)._on_timer()
+        return 0
+
+    # -- running --
+
+    cdef int64_t _timeout(self):
+        """How long the poller may sleep: -2 when nothing keeps the loop going."""
+        cdef int64_t timeout
+        if self.nready:
+            return 0
+        if self.refs <= 0:
+            return -2
+        if self.wheel.count:
+            timeout = bs_wheel_timeout(&self.wheel, self.now)
+            return MAX_WAIT_MS if timeout > MAX_WAIT_MS else timeout
+        return -1
+
+    cdef int _iterate(self, int timeout) except -1:
+        """One poll, its events, then due timers and call_soon callbacks."""
+        cdef int n, i, err
+        cdef bs_event *ev
+        cdef _Handle h
+        # A signal that arrived while we were running Python code must not wait for the next
+        # event: check before blocking.
+        PyErr_CheckSignals()
+        with nogil:
+            n = bs_poller_wait(&self.poller, self.events, timeout)
+            err = errno_value()
+        self.n_poll += 1
+        # The clock only matters to armed timers; code that arms one while none is armed reads
+        # the clock itself.
+        if self.wheel.count:
+            self.now = bs_monotonic_ms()
+        if n < 0:
+            if err == EINTR:
+                PyErr_CheckSignals()
+                return 0
+            _raise_errno(err)
+        for i in range(n):
+            ev = &self.events[i]
+            h = <_Handle>ev.ptr
+            # A handle closed earlier in this batch is still alive (see `dead`) but has fd -1:
+            # its stale events are dropped here.
+            if h.fd < 0:
+                continue
+            if type(h) is Socket:
+                (<Socket>h)._on_event(ev.mask)
+            elif type(h) is Listener:
+                (<Listener>h)._on_event(ev.mask)
+            else:
+                h._on_event(ev.mask)
+        if self.dead:
+            self.dead.clear()
+        if self.wheel.count:
+            self._run_timers()
+        if self.nready:
+            self._run_ready()
+        return 0
+
+    cdef int _begin(self) except -1:
+        self._check_open()
+        if self.running:
+            raise RuntimeError("this loop is already running")
+        self.running = True
+        self.thread_ident = threading.get_ident()
+        self.now = bs_monotonic_ms()
+        return 0
+
+    cdef void _end(self) noexcept:
+        self.running = False
+        self.thread_ident = None
+        self.dead.clear()
+
+    def run(self):
+        """Run until no referenced listener, socket or timer is left, or stop() is called."""
+        cdef int64_t timeout
+        self._begin()
+        self.stopping = False
+        try:
+            while not self.stopping:
+                timeout = self._timeout()
+                if timeout == -2:
+                    break
+                self._iterate(<int>timeout)
+        finally:
+            self._end()
+
+    def run_once(self, timeout=0):
+        """One iteration: wait up to `timeout` seconds (None: until something happens) for
+        events, dispatch them, then run due timers and callbacks. For embedding the loop in
+        another one (bunsock.aio registers fileno() with asyncio and calls this)."""
+        cdef int ms = -1 if timeout is None else <int>ceil(float(timeout) * 1000.0)
+        self._begin()
+        try:
+            self._iterate(ms)
+        finally:
+            self._end()
+
+    def next_timeout(self):
+        """Seconds until the loop needs run_once() without an event: 0.0 when callbacks are
+        queued, None when only events can wake it."""
+        cdef int64_t t
+        if self.nready:
+            return 0.0
+        if not self.wheel.count:
+            return None
+        t = bs_wheel_timeout(&self.wheel, bs_monotonic_ms())
+        return t / 1000.0
+
+    def fileno(self):
+        """The poller's descriptor: readable whenever run_once() has events to dispatch."""
+        return self.poller.fd
+
+    def _embed(self, bint on=True):
+        """Embedded in another loop: call_soon and new timers wake the poller fd, so the host
+        notices work queued from its own callbacks."""
+        self.embedded = on
+
+    # -- resolution off the loop thread --
+
+    cdef _resolve(self, host, int port, callback):
+        if self.executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bunsock-resolve")
+        self.executor.submit(_resolve_job, self, host, port, callback)
+
+    # -- factories used by the Python API (bunsock/_api.py) --
+
+    def _listen_tcp(self, _Ctx ctx, data, int family, str ip, int port, int backlog,
+                    bint reuse_port, bint ipv6_only, hostname):
+        cdef int fd
+        self._check_open()
+        fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only)
+        if fd < 0:
+            _raise_errno(-fd)
+        lst = Listener._new(self, ctx, data, fd)
+        lst._hostname = hostname
+        lst._port = bs_local_port(fd)
+        return lst
+
+    def _listen_unix(self, _Ctx ctx, data, bytes path, display, int backlog):
+        cdef int fd
+        self._check_open()
+        fd = bs_listen_unix(path, len(path), backlog)
+        if fd < 0:
+            _raise_errno(-fd)
+        lst = Listener._new(self, ctx, data, fd)
+        lst._unix = display
+        lst._unix_path = path
+        if path[:1] != b"\0":
+            st = os.stat(path)
+            lst._unix_id = (st.st_dev, st.st_ino)
+        return lst
+
+    def _connect(self, _Ctx ctx, data, addrs, host, int port, local_ip, int local_port,
+                 bytes unix_path, double timeout):
+        """addrs: list of (family, ip) to try in order, or None to resolve `host` off-thread."""
+        cdef Socket s
+        self._check_open()
+        s = _new_socket(self, ctx, data, -1, None)
+        s.state = ST_CONNECTING
+        s.flags |= F_CLIENT | (F_UNIX if unix_path is not None else 0)
+        ext = s._get_ext()
+        ext.port = port
+        ext.host = host
+        ext.local_ip = local_ip
+        ext.local_port = local_port
+        ext.unix_path = unix_path
+        if timeout > 0:
+            self.now = bs_monotonic_ms()
+            bs_wheel_arm(&self.wheel, &s.t, self.now + <uint64_t>ceil(timeout * 1000.0))
+        if unix_path is not None or addrs is not None:
+            ext.addrs = addrs
+            # connect_error must fire from the loop, never from inside connect().
+            self.call_soon(s._try_connect)
+        else:
+            self._resolve(host, port, s._resolved)
+        return s
+
+
+def _resolve_job(Loop loop, host, int port, callback):
+    from ._resolve import lookup
+    try:
+        result = lookup(host, port)
+    except Exception as e:
+        result = e
+    try:
+        loop.call_soon_threadsafe(callback, result)
+    except RuntimeError:
+        pass  # the loop was closed meanwhile

@@ -1,0 +1,251 @@
+# Socket events: readiness from the poller (read, EOF, writable), the idle timer, connecting.
+
+
+cdef class _SocketReader(_SocketWriter):
+
+    cdef int _on_event(self, uint32_t ev) except -1:
+        cdef uint32_t handled = ev & self.mask
+        if self.state == ST_CONNECTING:
+            if ev & (BS_WRITABLE | BS_HANGUP):
+                return self._on_connected()
+            return 0
+        if handled & BS_READABLE:
+            self._on_readable()
+            if self.fd < 0 or self.state == ST_CLOSED:
+                return 0
+        if handled & BS_WRITABLE:
+            self._on_writable()
+        elif (ev & BS_HANGUP) and not (handled & BS_READABLE):
+            # A hang-up on a paused socket with nothing to write: level-triggered HUP would be
+            # reported on every wait, so step out of the poller until resume() or a write.
+            self._set_mask(0)
+            if self.mask == 0:
+                self._deregister_quiet()
+        return 0
+
+    cdef int _on_readable(self) except -1:
+        cdef Loop loop = self.loop
+        cdef ssize_t n
+        cdef Py_ssize_t budget = loop.read_budget
+        while True:
+            n = bs_recv(self.fd, loop.rbuf, loop.rbuf_size)
+            loop.n_recv += 1
+            if n > 0:
+                self.bytes_read += n
+                self.last_active = <uint32_t>loop.now
+                self.flags &= ~F_IDLE_FIRED
+                if self.flags & F_TLS:
+                    (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
+                else:
+                    self._deliver(n)
+                if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
+                    return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
+                # A short read means the kernel queue is empty; level-triggered polling reports
+                # any later bytes, so the EAGAIN read that would confirm it is skipped.
+                if n < loop.rbuf_size:
+                    return 0
+                budget -= n
+                if budget <= 0:
+                    return 0
+            elif n == 0:
+                return self._on_eof()
+            elif n == -EAGAIN or n == -EWOULDBLOCK:
+                return 0
+            else:
+                return self._fail(<int>-n)
+
+    cdef int _deliver(self, Py_ssize_t n) except -1:
+        """Hand the first n bytes of the loop's receive buffer to `data` (plaintext read, or
+        what TLS decrypted there), as the socket's binary_type; its writes are corked."""
+        cdef Loop loop = self.loop
+        cdef _Ctx ctx = self.ctx
+        cdef object h = ctx.on_data
+        cdef object buf
+        cdef int bt = ctx.binary_type
+        if h is None:
+            return 0
+        if bt == BT_BYTES:
+            buf = PyBytes_FromStringAndSize(loop.rbuf, n)
+        elif bt == BT_BYTEARRAY:
+            buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
+        else:
+            buf = _lend_view(loop, n)
+            try:
+                call_handler(loop, h, self, ctx.on_error, 1, buf)
+            finally:
+                _return_view(loop, buf)
+            return 0
+        call_handler(loop, h, self, ctx.on_error, 1, buf)
+        return 0
+
+    cdef int _on_eof(self) except -1:
+        cdef object h
+        self.flags |= F_EOF
+        # EOF stays readable forever under level triggering.
+        self._set_mask(self.mask & ~BS_READABLE)
+        if self.state == ST_CLOSED:
+            return 0
+        if self.flags & F_TLS:
+            (<_TlsHook>self.ext.tls).eof(self)
+            if self.state == ST_CLOSED:
+                return 0
+        h = self.ctx.on_end
+        if h is not None:
+            self._call(h)
+            if self.state == ST_CLOSED:
+                return 0
+        if self.flags & F_SHUT_WR:
+            return self._close(None)
+        if not self.ctx.allow_half_open:
+            self._end()
+        return 0
+
+    cdef int _on_writable(self) except -1:
+        if self._pending():
+            self._flush()
+            if self.state != ST_OPEN or self._pending():
+                return 0
+        # Nothing pending: writable interest is no longer needed, and an owed drain is due,
+        # unless TLS still holds plaintext for its handshake (the drain comes after it).
+        self._set_mask(self.mask & ~BS_WRITABLE)
+        if self.state == ST_OPEN and (self.flags & F_DRAIN_OWED) and self._tls_held() == 0:
+            self._drained()
+        return 0
+
+    cdef int _on_timer(self) except -1:
+        cdef Loop loop = self.loop
+        cdef uint32_t idle
+        cdef object h
+        if self.state == ST_CONNECTING:
+            return self._connect_failed(_oserror(_errno.ETIMEDOUT))
+        if self.state == ST_CLOSED:
+            return 0
+        if (self.flags & F_TLS) and (<_TlsHook>self.ext.tls).handshaking():
+            # A stalled handshake ends here, however it is timed (TLS re-arms the idle
+            # timeout once it completes).
+            return (<_TlsHook>self.ext.tls).timed_out(self)
+        if self.timeout_ms == 0:
+            return 0
+        idle = <uint32_t>loop.now - self.last_active
+        if idle < self.timeout_ms:
+            # Activity restarted the period; re-arming lazily here keeps the I/O path to one store.
+            bs_wheel_arm(&loop.wheel, &self.t, loop.now + (self.timeout_ms - idle))
+            return 0
+        bs_wheel_arm(&loop.wheel, &self.t, loop.now + self.timeout_ms)
+        if self.flags & F_IDLE_FIRED:
+            return 0      # once per idle period
+        self.flags |= F_IDLE_FIRED
+        h = self.ctx.on_timeout
+        if h is None:
+            return self._close(_oserror(_errno.ETIMEDOUT))
+        return self._call(h)
+
+    cdef int _arm_idle(self) except -1:
+        """(Re)start the idle timeout period now, or cancel the timer when there is none."""
+        cdef Loop loop = self.loop
+        if self.timeout_ms == 0:
+            bs_wheel_cancel(&loop.wheel, &self.t)
+            return 0
+        self.flags &= ~F_IDLE_FIRED
+        loop._arm(&self.t, self.timeout_ms / 1000.0)
+        self.last_active = <uint32_t>loop.now
+        return 0
+
+    # -- connecting --
+
+    def _resolved(self, result):
+        if self.state != ST_CONNECTING:
+            return
+        if isinstance(result, BaseException):
+            self._connect_failed(result)
+            return
+        if not result:
+            self._connect_failed(OSError(_errno.EHOSTUNREACH, "no address for %r" % self.ext.host))
+            return
+        self.ext.addrs = result
+        self._try_connect()
+
+    def _try_connect(self):
+        """Start connecting to the next candidate address; the last failure is reported."""
+        cdef int fd, in_progress = 0
+        cdef _SockExt ext = self.ext
+        cdef object last = ext.last_exc
+        if self.state != ST_CONNECTING:
+            return
+        while True:
+            if ext.unix_path is not None:
+                if ext.addr_index > 0:
+                    break
+                ext.addr_index = 1
+                fd = bs_connect_unix(ext.unix_path, len(ext.unix_path), &in_progress)
+                if fd == -EAGAIN:
+                    last = OSError(EAGAIN, "cannot connect to %r: its listener's backlog is full"
+                                   % (ext.host if ext.host is not None else ext.unix_path,))
+                    continue
+            else:
+                if ext.addr_index >= len(ext.addrs):
+                    break
+                family, ip = ext.addrs[ext.addr_index]
+                ext.addr_index += 1
+                bip = ip.encode()
+                if ext.local_ip is not None:
+                    blocal = ext.local_ip.encode()
+                    fd = bs_connect_tcp(family, bip, ext.port, blocal, ext.local_port, &in_progress)
+                else:
+                    fd = bs_connect_tcp(family, bip, ext.port, NULL, ext.local_port, &in_progress)
+            if fd < 0:
+                last = _oserror(-fd)
+                continue
+            self.fd = fd
+            self.mask = 0
+            if bs_poller_add(&self.loop.poller, fd, <void *>self, BS_WRITABLE) < 0:
+                last = _oserror(errno_value())
+                c_close(fd)
+                self.fd = -1
+                continue
+            self.flags |= F_REGISTERED
+            self.mask = BS_WRITABLE
+            return
+        self._connect_failed(last if last is not None else OSError(_errno.ECONNREFUSED,
+                                                                   "connection refused"))
+
+    cdef int _on_connected(self) except -1:
+        cdef int err = -bs_socket_error(self.fd)
+        cdef Loop loop = self.loop
+        if err != 0:
+            self._deregister_quiet()
+            c_close(self.fd)
+            self.fd = -1
+            self.mask = 0
+            self.ext.last_exc = _oserror(err)
+            self._try_connect()
+            return 0
+        self.state = ST_OPEN
+        if not (self.flags & F_UNIX):
+            bs_set_nodelay(self.fd, 1)
+        # pause() while connecting holds: no read interest until resume().
+        self._set_mask(0 if self.flags & F_PAUSED else BS_READABLE)
+        bs_wheel_cancel(&loop.wheel, &self.t)
+        if self.ctx.idle_ms and not (self.flags & F_USER_TIMEOUT):
+            self.timeout_ms = self.ctx.idle_ms
+        self._arm_idle()
+        if self.ctx.tls is not None:
+            return self._start_tls_from_ctx()
+        self._fire_open()
+        # Writes made while connecting go out now; end() while connecting (even with nothing
+        # written) owes the peer a FIN.
+        if self.state == ST_OPEN:
+            self._flush()
+        return 0
+
+    cdef int _connect_failed(self, exc) except -1:
+        if self.state != ST_CONNECTING:
+            return 0
+        if self.ext is not None:
+            self.ext.addrs = None
+        return self._close(exc)      # never opened: `connect_error(sock, exc)`
+
+    cdef int _start_tls_from_ctx(self) except -1:
+        from ._tls import start_from_ctx
+        start_from_ctx(self, self.ctx.tls, self.ctx.tls_server_side, self.ctx.server_hostname)
+        return 0

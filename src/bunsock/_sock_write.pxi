@@ -1,0 +1,299 @@
+# The write path: one state machine for plaintext and TLS (docs/WRITE_PATH.md draws it).
+#
+# Bytes a socket accepted but the kernel has not taken are `pending`: one bytes object held while
+# corked (`cork_obj`, not copied) or the C ring-buffer sink. Two facts, kept apart:
+#   F_BACKED_UP   the kernel refused bytes (or the socket is not open yet): the sink holds a
+#                 backlog, writable interest is armed, buffered_amount reports it;
+#   F_DRAIN_OWED  a write could not complete at once (backlog, or high_water_mark refused
+#                 bytes): `drain` fires from the writable event once nothing is pending.
+# Corked bytes that no send has refused yet are neither: they go out when the handler returns.
+# `_settle()` is the one place that decides both facts and the writable interest after every
+# write and flush; `_hwm_room()` is the one place that applies high_water_mark.
+
+
+cdef class _CorkCtx:
+
+    def __enter__(self):
+        self.s.cork_depth += 1
+        return self.s
+
+    def __exit__(self, *exc):
+        cdef Socket s = self.s
+        s.cork_depth -= 1
+        if s.cork_depth == 0 and s.loop.depth == 0 and s.state != ST_CLOSED:
+            s._flush()          # as at a handler's return (inside one, that return flushes)
+        return False
+
+
+cdef class _SocketWriter(_SocketBase):
+
+    cdef Py_ssize_t _pending(self):
+        if self.cork_obj is not None:
+            return self.sink.len + PyBytes_GET_SIZE(self.cork_obj)
+        return self.sink.len
+
+    cdef Py_ssize_t _tls_held(self):
+        """Plaintext TLS holds back (written before the handshake finished)."""
+        return (<_TlsHook>self.ext.tls).buffered() if self.flags & F_TLS else 0
+
+    cdef Py_ssize_t _backlog(self):
+        """What buffered_amount reports: a backlog the kernel refused, plus what TLS holds."""
+        cdef Py_ssize_t n = self._pending() if self.flags & F_BACKED_UP else 0
+        return n + self._tls_held()
+
+    cdef Py_ssize_t _hwm_room(self, Py_ssize_t n):
+        """How many of n more bytes the buffers may take under high_water_mark."""
+        cdef Py_ssize_t hwm = self.ctx.hwm, used
+        if hwm < 0:
+            return n
+        used = self._pending() + self._tls_held()
+        if used >= hwm:
+            return 0
+        return n if n < hwm - used else hwm - used
+
+    cdef int _check(self) except -1:
+        """BUNSOCK_DEBUG builds: the write path's invariants, after every step."""
+        if self.cork_obj is not None and self.sink.len:
+            raise AssertionError("corked object and a non-empty sink at once")
+        if self.state == ST_CLOSED:
+            if self._pending() or self.mask or (self.flags & (F_BACKED_UP | F_DRAIN_OWED)):
+                raise AssertionError("closed socket with pending bytes, interest or drain")
+            return 0
+        if (self.flags & F_BACKED_UP) and self.state == ST_OPEN:
+            if not self._pending():
+                raise AssertionError("backed up with nothing pending")
+            if not (self.mask & BS_WRITABLE):
+                raise AssertionError("backlog without writable interest")
+        if (self.flags & F_CORKED) and self.loop.depth == 0 and self.loop.cork_head is None:
+            raise AssertionError("on the cork list outside any handler")
+        return 0
+
+    cdef int _spill_cork(self) except -1:
+        cdef object o = self.cork_obj
+        if o is not None:
+            self.cork_obj = None
+            if bs_sink_append(&self.sink, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o)) < 0:
+                raise MemoryError()
+        return 0
+
+    cdef int _settle(self) except -1:
+        """After a write or a flush: decide F_BACKED_UP, F_DRAIN_OWED and writable interest;
+        send the FIN that end() asked for once nothing is pending."""
+        cdef uint32_t want
+        if self.state != ST_OPEN:
+            return 0
+        if self._pending():
+            self.flags |= F_BACKED_UP | F_DRAIN_OWED
+        else:
+            self.flags &= ~F_BACKED_UP
+            if (self.flags & F_ENDING) and not (self.flags & F_SHUT_WR):
+                self._finish_end()
+                if self.state != ST_OPEN:
+                    return 0
+        want = BS_WRITABLE if self.flags & (F_BACKED_UP | F_DRAIN_OWED) else 0
+        if (self.mask & BS_WRITABLE) != want:
+            self._set_mask((self.mask & ~BS_WRITABLE) | want)
+        if BS_DEBUG:
+            self._check()
+        return 0
+
+    cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2:
+        """Queue bytes the kernel cannot take now behind the backlog, up to high_water_mark;
+        returns how many were taken. A drain is owed either way. (On a TLS socket these are
+        ciphertext of plaintext already accepted under the mark: all of it is taken.)"""
+        cdef Py_ssize_t room = n if self.flags & F_TLS else self._hwm_room(n)
+        if room > 0:
+            self._spill_cork()
+            if bs_sink_append(&self.sink, p, room) < 0:
+                raise MemoryError()
+            self.flags |= F_BACKED_UP
+        self.flags |= F_DRAIN_OWED
+        self._settle()
+        return room
+
+    cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2:
+        """A user write: plaintext, or TLS's sealing of it. -1: the socket cannot write."""
+        if self.state == ST_CLOSED or (self.flags & (F_ENDING | F_SHUT_WR)):
+            return -1
+        if n == 0:
+            return 0
+        self.last_active = <uint32_t>self.loop.now
+        self.flags &= ~F_IDLE_FIRED
+        if self.flags & F_TLS:
+            return (<_TlsHook>self.ext.tls).write(self, p, n, keep)
+        return self._write_raw(p, n, keep)
+
+    cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2:
+        """Bytes as they go on the wire. keep: the bytes object p points into, or None."""
+        cdef Loop loop = self.loop
+        cdef ssize_t sent
+        cdef Py_ssize_t pending
+        if self.state == ST_CONNECTING or (self.flags & F_BACKED_UP):
+            return self._buffer(p, n)      # the writable event (or open) sends them in order
+        if loop.depth > 0 or self.cork_depth > 0:
+            pending = self._pending()
+            if pending + n <= CORK_LIMIT and (self.ctx.hwm < 0 or pending + n <= self.ctx.hwm):
+                if pending == 0 and keep is not None:
+                    self.cork_obj = keep
+                else:
+                    self._spill_cork()
+                    if bs_sink_append(&self.sink, p, n) < 0:
+                        raise MemoryError()
+                if loop.depth > 0 and not (self.flags & F_CORKED):
+                    self.flags |= F_CORKED
+                    self.cork_next = loop.cork_head
+                    loop.cork_head = self
+                return n
+            # Past what corking is for: push what the cork holds and write through.
+            self._flush()
+            if self.state != ST_OPEN:
+                return -1
+            if self.flags & F_BACKED_UP:
+                return self._buffer(p, n)
+        sent = bs_send(self.fd, p, n)
+        loop.n_send += 1
+        if sent < 0:
+            if sent == -EAGAIN or sent == -EWOULDBLOCK:
+                sent = 0
+            else:
+                self._fail(<int>-sent)
+                return -1
+        self.bytes_written += sent
+        if sent == n:
+            return n
+        return sent + self._buffer(p + sent, n - sent)
+
+    cdef int _flush(self) except -1:
+        """Push what is pending to the kernel, then settle (interest, drain, FIN)."""
+        cdef Loop loop = self.loop
+        cdef iovec iov[2]
+        cdef int cnt
+        cdef ssize_t r
+        cdef size_t total
+        cdef object o
+        if self.state != ST_OPEN:
+            return 0
+        o = self.cork_obj
+        if o is not None:
+            self.cork_obj = None
+            total = PyBytes_GET_SIZE(o)
+            r = bs_send(self.fd, PyBytes_AS_STRING(o), total)
+            loop.n_send += 1
+            if r < 0:
+                if r != -EAGAIN and r != -EWOULDBLOCK:
+                    return self._fail(<int>-r)
+                r = 0
+            self.bytes_written += r
+            if <size_t>r < total:
+                if bs_sink_append(&self.sink, PyBytes_AS_STRING(o) + r, total - r) < 0:
+                    raise MemoryError()
+        else:
+            while self.sink.len > 0:
+                cnt = bs_sink_iov(&self.sink, iov)
+                total = iov[0].iov_len + (iov[1].iov_len if cnt > 1 else 0)
+                if cnt == 1:
+                    r = bs_send(self.fd, iov[0].iov_base, iov[0].iov_len)
+                else:
+                    r = bs_sendv(self.fd, iov, cnt)
+                loop.n_send += 1
+                if r < 0:
+                    if r == -EAGAIN or r == -EWOULDBLOCK:
+                        break
+                    return self._fail(<int>-r)
+                self.bytes_written += r
+                bs_sink_consume(&self.sink, r)
+                # A backlog draining to a slow reader is activity, not idleness.
+                self.last_active = <uint32_t>loop.now
+                self.flags &= ~F_IDLE_FIRED
+                if <size_t>r < total:
+                    break     # kernel buffer full: skip the EAGAIN round trip
+        return self._settle()
+
+    cdef int _drained(self) except -1:
+        """The writable event found nothing pending and a drain owed."""
+        cdef object h = self.ctx.on_drain
+        self.flags &= ~F_DRAIN_OWED
+        if h is not None:
+            call_handler(self.loop, h, self, self.ctx.on_error, 0)
+        return 0
+
+    cdef int _finish_end(self) except -1:
+        cdef int r
+        if self.flags & F_TLS:
+            # close_notify goes before the FIN. 0: not yet (handshake running, or ciphertext
+            # still buffered: the _flush that empties the sink calls us again).
+            if (<_TlsHook>self.ext.tls).before_fin(self) == 0 or self.state == ST_CLOSED:
+                return 0
+        self.flags |= F_SHUT_WR
+        if self.flags & F_EOF:
+            # Both directions are done; close() sends the FIN itself.
+            return self._close(None)
+        r = bs_shutdown(self.fd, 0)
+        if r < 0 and r != -ENOTCONN:   # the peer already reset; the read side will report it
+            return self._fail(-r)
+        return 0
+
+    cdef int _end(self) except -1:
+        if self.state == ST_CLOSED or (self.flags & F_ENDING):
+            return 0
+        self.flags |= F_ENDING
+        if self.state == ST_CONNECTING:
+            return 0
+        if self.loop.depth > 0 and (self.flags & F_CORKED):
+            return 0      # the cork flush sends the FIN after the corked bytes
+        return self._flush()
+
+    cdef Py_ssize_t _writev(self, list bufs) except -2:
+        """writelines() on an open, idle, uncorked plaintext socket: one gather send."""
+        cdef Py_ssize_t nb = len(bufs), i, total = 0, sent, k, accepted, off, rem
+        cdef iovec *iov
+        cdef Py_buffer *views
+        cdef int cnt
+        if nb > IOV_MAX:
+            nb = IOV_MAX        # the rest follows through write()
+        iov = <iovec *>malloc(nb * sizeof(iovec))
+        views = <Py_buffer *>malloc(nb * sizeof(Py_buffer))
+        if iov == NULL or views == NULL:
+            free(iov)
+            free(views)
+            raise MemoryError()
+        cnt = 0
+        try:
+            for i in range(nb):
+                PyObject_GetBuffer(bufs[i], &views[i], PyBUF_SIMPLE)
+                cnt += 1
+                iov[i].iov_base = views[i].buf
+                iov[i].iov_len = views[i].len
+                total += views[i].len
+            sent = bs_sendv(self.fd, iov, cnt)
+            self.loop.n_send += 1
+            if sent < 0:
+                if sent != -EAGAIN and sent != -EWOULDBLOCK:
+                    self._fail(<int>-sent)
+                    return -1
+                sent = 0
+            self.bytes_written += sent
+            self.last_active = <uint32_t>self.loop.now
+            accepted = sent
+            off = sent
+            for i in range(cnt):
+                if off >= views[i].len:
+                    off -= views[i].len
+                    continue
+                rem = views[i].len - off
+                k = self._buffer(<const char *>views[i].buf + off, rem)
+                accepted += k
+                off = 0
+                if k < rem:
+                    break
+        finally:
+            for i in range(cnt):
+                PyBuffer_Release(&views[i])
+            free(iov)
+            free(views)
+        for i in range(nb, len(bufs)):
+            k = (<Socket>self).write(bufs[i])
+            if k <= 0:
+                break
+            accepted += k
+        return accepted
