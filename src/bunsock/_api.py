@@ -4,6 +4,7 @@ import errno
 import math
 import os
 import socket as _socket
+import sys
 from collections.abc import Mapping
 
 from . import _loop
@@ -75,6 +76,10 @@ def _ip_family(host):
     return None
 
 
+# sizeof(sockaddr_un.sun_path) less the terminating NUL: 108 - 1 on Linux, 104 - 1 on macOS/BSD.
+_UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
 def _check_endpoint(hostname, port, unix):
     if unix is not None:
         if hostname is not None or port is not None:
@@ -85,8 +90,9 @@ def _check_endpoint(hostname, port, unix):
             path = os.fsencode(unix)
         if not path:
             raise ValueError("unix path must not be empty")
-        if len(path) > 107:
-            raise ValueError("unix path too long (%d bytes, the kernel allows 107)" % len(path))
+        if len(path) > _UNIX_PATH_MAX:
+            raise ValueError("unix path too long (%d bytes, this platform allows %d)"
+                             % (len(path), _UNIX_PATH_MAX))
         return None, None, path
     if hostname is None:
         raise ValueError("give hostname and port, or unix")
