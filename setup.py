@@ -2,6 +2,8 @@
 
 Each extension links the C core files it needs directly (no shared library to install).
 BUNSOCK_DEBUG=1 builds with -O0 -g, C assertions on and Cython's safety checks on.
+Release builds (the default, and every published wheel) carry no debug info and are stripped at
+link time; BUNSOCK_DEBUG=1 and BUNSOCK_ASAN=1 builds keep their symbols.
 """
 import os
 import sys
@@ -27,6 +29,11 @@ if ASAN:
     # Run with LD_PRELOAD=$(gcc -print-file-name=libasan.so): see scripts/asan-tests.sh.
     cflags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     ldflags += ["-fsanitize=address"]
+elif not DEBUG:
+    # Python's own CFLAGS usually carry -g: -g0 (last wins) drops the debug info, and the linker
+    # strips the symbol table (the module's exported PyInit_* stays in the dynamic table).
+    cflags += ["-g0"]
+    ldflags += ["-Wl,-S,-x"] if sys.platform == "darwin" else ["-Wl,-s"]
 
 directives = {
     "language_level": "3",
@@ -35,6 +42,9 @@ directives = {
     "initializedcheck": DEBUG,
     "cdivision": True,
     "embedsignature": True,
+    # The loops take no locks and the module keeps unlocked counters: on a free-threaded CPython,
+    # importing bunsock re-enables the GIL (with the interpreter's warning). See README.
+    "freethreading_compatible": False,
 }
 
 CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/sink.c", "csrc/timers.c", "csrc/waker.c"]

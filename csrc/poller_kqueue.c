@@ -63,8 +63,14 @@ int bs_poller_wait(bs_poller *p, bs_event *out, int timeout_ms) {
     int n = kevent(p->fd, NULL, 0, raw, p->cap, tsp);
     for (int i = 0; i < n; i++) {
         uint32_t m = raw[i].filter == EVFILT_WRITE ? BS_WRITABLE : BS_READABLE;
-        /* EV_EOF on a read filter still leaves buffered data to read: the read returns it, then 0. */
-        if (raw[i].flags & EV_ERROR) m |= BS_READABLE | BS_WRITABLE | BS_HANGUP;
+        /* EV_EOF is kqueue's hang-up: on the write filter the socket can send no more (peer reset,
+         * failed connect; fflags holds the socket error), on the read filter the peer sent FIN
+         * (buffered data is still there: the read returns it, then 0). Either way it is reported
+         * as epoll reports EPOLLHUP/EPOLLERR, folded into both directions (poller.h): the next
+         * read or write then tells what happened, and a paused socket that gets a stale one
+         * keeps its write interest (the loop only steps a socket out on HUP with nothing to
+         * write). */
+        if (raw[i].flags & (EV_ERROR | EV_EOF)) m |= BS_READABLE | BS_WRITABLE | BS_HANGUP;
         out[i].ptr = raw[i].udata;
         out[i].mask = m;
     }

@@ -13,7 +13,11 @@ GCC = shutil.which("gcc")
 WARN = ["-std=gnu11", "-Wall", "-Wextra", "-Werror"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
 
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc not found")
+pytestmark = [
+    pytest.mark.skipif(not CSRC.is_dir(), reason="csrc/ not here: testing an installed bunsock without "
+                                                 "its source tree (the C core is tested from a checkout)"),
+    pytest.mark.skipif(GCC is None, reason="gcc not found"),
+]
 
 
 def _run(cmd, **kw):

@@ -9,6 +9,9 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
+pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason="examples/ not beside tests/ (copy it "
+                                                              "next to tests/ to run these)")
+
 
 def start(script, *args):
     env = dict(os.environ, PYTHONUNBUFFERED="1")

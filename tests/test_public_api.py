@@ -5,7 +5,9 @@ from pathlib import Path
 
 import bunsock
 
-STUB = Path(__file__).resolve().parents[1] / "src" / "bunsock" / "__init__.pyi"
+# The stub beside the bunsock under test: src/ in a checkout, site-packages for an installed wheel
+# (which must ship it: py.typed promises types).
+STUB = Path(bunsock.__file__).resolve().parent / "__init__.pyi"
 
 
 def stub_tree():

@@ -30,7 +30,7 @@ __all__ = [
     "run",
     "serve",
 ]
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402  (written only in _version.py)
 
 
 def __getattr__(name):

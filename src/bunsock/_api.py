@@ -4,6 +4,7 @@ import errno
 import inspect
 import math
 import os
+import sys
 from collections.abc import Mapping
 
 from . import _loop, _resolve
@@ -69,6 +70,10 @@ def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls
                            int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname)
 
 
+# sizeof(sockaddr_un.sun_path) less the terminating NUL: 108 - 1 on Linux, 104 - 1 on macOS/BSD.
+_UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
 def _check_endpoint(hostname, port, unix):
     if unix is not None:
         if hostname is not None or port is not None:
@@ -79,8 +84,9 @@ def _check_endpoint(hostname, port, unix):
             path = os.fsencode(unix)
         if not path:
             raise ValueError("unix path must not be empty")
-        if len(path) > 107:
-            raise ValueError("unix path too long (%d bytes, the kernel allows 107)" % len(path))
+        if len(path) > _UNIX_PATH_MAX:
+            raise ValueError("unix path too long (%d bytes, this platform allows %d)"
+                             % (len(path), _UNIX_PATH_MAX))
         return None, None, path
     if hostname is None:
         raise ValueError("give hostname and port, or unix")
