@@ -92,3 +92,119 @@ def test_timers_fire_inside_asyncio():
         assert await asyncio.wait_for(fired, 5) == "tick"
 
     run_async(main())
+
+
+def test_timeout_set_from_a_coroutine_fires_without_other_io():
+    """sock.timeout() called outside a handler must wake the bridged loop by itself."""
+    async def main():
+        fired = asyncio.get_running_loop().create_future()
+
+        srv = await bunsock.aio.listen(hostname="127.0.0.1", port=0,
+                                       socket={"data": lambda s, b: None})
+        sock = await bunsock.aio.connect(
+            hostname="127.0.0.1", port=srv.port,
+            socket={"data": lambda s, b: None,
+                    "timeout": lambda s: fired.done() or fired.set_result(True)})
+        await asyncio.sleep(0.05)            # the bridge is idle: nothing else will wake it
+        t0 = asyncio.get_running_loop().time()
+        sock.timeout(0.2)
+        assert await asyncio.wait_for(fired, 3)
+        assert asyncio.get_running_loop().time() - t0 < 2.0
+        sock.close()
+        srv.stop(True)
+
+    run_async(main())
+
+
+def test_connect_timeout_bounds_slow_name_resolution(monkeypatch):
+    import time as _time
+    from bunsock import _resolve
+
+    real = _resolve.lookup
+
+    def slow_lookup(host, port, passive=False):
+        _time.sleep(3)                       # a resolver that hangs (in the resolver thread)
+        return real("127.0.0.1", port, passive)
+
+    monkeypatch.setattr(_resolve, "lookup", slow_lookup)
+
+    async def main():
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await bunsock.aio.connect(hostname="slow.example", port=9, timeout=0.3,
+                                      socket={"data": lambda s, b: None})
+        assert asyncio.get_running_loop().time() - t0 < 2.0
+
+    run_async(main())
+
+
+def _tls_pair():
+    import ssl
+    import trustme
+    ca = trustme.CA()
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(sctx)
+    return ca, sctx
+
+
+def test_tls_connect_raises_the_handshake_error():
+    import ssl
+    _, sctx = _tls_pair()
+    untrusted = ssl.create_default_context()       # does not trust the server's CA
+
+    async def main():
+        srv = await bunsock.aio.listen(hostname="127.0.0.1", port=0, tls=sctx,
+                                       socket={"data": lambda s, b: None})
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await bunsock.aio.connect(hostname="127.0.0.1", port=srv.port, tls=untrusted,
+                                      socket={"data": lambda s, b: None})
+        srv.stop(True)
+
+    run_async(main())
+
+
+def test_tls_connect_to_a_stalled_handshake_is_bounded_by_timeout():
+    import ssl
+    ca, _ = _tls_pair()
+    cctx = ssl.create_default_context()
+    ca.configure_trust(cctx)
+    mute = socket.socket()                   # accepts (kernel backlog) but never answers
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await bunsock.aio.connect(hostname="127.0.0.1", port=mute.getsockname()[1],
+                                      tls=cctx, timeout=0.3, socket={"data": lambda s, b: None})
+
+    try:
+        run_async(main())
+    finally:
+        mute.close()
+
+
+def test_async_def_handlers_are_rejected_pointing_to_aio():
+    async def data(sock, buf):
+        pass
+
+    with pytest.raises(TypeError, match="bunsock.aio"):
+        bunsock.listen(hostname="127.0.0.1", port=0, socket={"data": data})
+    with pytest.raises(TypeError, match="async"):
+        bunsock.connect(hostname="127.0.0.1", port=9, socket={"data": data})
+
+    class H:
+        async def drain(self, sock):
+            pass
+
+        def data(self, sock, buf):
+            pass
+
+    lp = bunsock.Loop()
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, socket={"data": lambda s, b: None},
+                         loop=lp)
+    try:
+        with pytest.raises(TypeError, match="'drain'"):
+            srv.reload(H())
+    finally:
+        srv.stop()
+        lp.close()

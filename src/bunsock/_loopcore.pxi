@@ -418,8 +418,7 @@ cdef class Loop:
         ext.local_port = local_port
         ext.unix_path = unix_path
         if timeout > 0:
-            self.now = bs_monotonic_ms()
-            bs_wheel_arm(&self.wheel, &s.t, self.now + <uint64_t>ceil(timeout * 1000.0))
+            self._arm(&s.t, timeout)      # bounds resolution + connect (+ TLS handshake)
         if unix_path is not None or addrs is not None:
             ext.addrs = addrs
             # connect_error must fire from the loop, never from inside connect().
