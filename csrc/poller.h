@@ -32,7 +32,7 @@ typedef struct bs_poller {
     void *raw;    /* backend event array */
 } bs_poller;
 
-/* All return 0 (or a count) on success and -1 with errno set on failure. */
+/* All return 0 (or a count) on success and -errno on failure, like the rest of the C core. */
 int bs_poller_open(bs_poller *p, int max_events);
 void bs_poller_close(bs_poller *p);
 /* `old` is the mask currently registered: kqueue keeps one filter per direction and must be told
@@ -40,7 +40,7 @@ void bs_poller_close(bs_poller *p);
 int bs_poller_add(bs_poller *p, int fd, void *ptr, uint32_t mask);
 int bs_poller_mod(bs_poller *p, int fd, void *ptr, uint32_t old, uint32_t mask);
 int bs_poller_del(bs_poller *p, int fd, uint32_t old);
-/* Waits up to timeout_ms (-1 forever) and fills out[0..n). May return -1/EINTR. */
+/* Waits up to timeout_ms (-1 forever) and fills out[0..n). May return -EINTR. */
 int bs_poller_wait(bs_poller *p, bs_event *out, int timeout_ms);
 const char *bs_poller_name(void);
 

@@ -8,14 +8,14 @@
 
 int bs_poller_open(bs_poller *p, int max_events) {
     p->fd = epoll_create1(EPOLL_CLOEXEC);
-    if (p->fd < 0) return -1;
+    if (p->fd < 0) return -errno;
     p->cap = max_events;
     p->raw = calloc((size_t)max_events, sizeof(struct epoll_event));
     if (!p->raw) {
         close(p->fd);
         p->fd = -1;
         errno = ENOMEM;
-        return -1;
+        return -ENOMEM;
     }
     return 0;
 }
@@ -37,7 +37,7 @@ static int ctl(bs_poller *p, int op, int fd, void *ptr, uint32_t mask) {
     struct epoll_event ev;
     ev.events = to_epoll(mask);
     ev.data.ptr = ptr;
-    return epoll_ctl(p->fd, op, fd, &ev);
+    return epoll_ctl(p->fd, op, fd, &ev) < 0 ? -errno : 0;
 }
 
 int bs_poller_add(bs_poller *p, int fd, void *ptr, uint32_t mask) {
@@ -53,12 +53,13 @@ int bs_poller_del(bs_poller *p, int fd, uint32_t old) {
     /* Kernels before 2.6.9 insisted on a non-NULL event even for DEL. */
     struct epoll_event ev = {0};
     (void)old;
-    return epoll_ctl(p->fd, EPOLL_CTL_DEL, fd, &ev);
+    return epoll_ctl(p->fd, EPOLL_CTL_DEL, fd, &ev) < 0 ? -errno : 0;
 }
 
 int bs_poller_wait(bs_poller *p, bs_event *out, int timeout_ms) {
     struct epoll_event *raw = (struct epoll_event *)p->raw;
     int n = epoll_wait(p->fd, raw, p->cap, timeout_ms);
+    if (n < 0) return -errno;
     for (int i = 0; i < n; i++) {
         uint32_t e = raw[i].events, m = 0;
         if (e & EPOLLIN) m |= BS_READABLE;

@@ -11,7 +11,7 @@
 
 int bs_poller_open(bs_poller *p, int max_events) {
     p->fd = kqueue();
-    if (p->fd < 0) return -1;
+    if (p->fd < 0) return -errno;
     /* kqueue() has no CLOEXEC flag on every BSD; a forked worker must not inherit the queue. */
     (void)fcntl(p->fd, F_SETFD, FD_CLOEXEC);
     p->cap = max_events;
@@ -20,7 +20,7 @@ int bs_poller_open(bs_poller *p, int max_events) {
         close(p->fd);
         p->fd = -1;
         errno = ENOMEM;
-        return -1;
+        return -ENOMEM;
     }
     return 0;
 }
@@ -41,7 +41,7 @@ static int apply(bs_poller *p, int fd, void *ptr, uint32_t old, uint32_t mask) {
     if ((old ^ mask) & BS_WRITABLE)
         EV_SET(&ch[n++], fd, EVFILT_WRITE, (mask & BS_WRITABLE) ? EV_ADD : EV_DELETE, 0, 0, ptr);
     if (n == 0) return 0;
-    return kevent(p->fd, ch, n, NULL, 0, NULL) < 0 ? -1 : 0;
+    return kevent(p->fd, ch, n, NULL, 0, NULL) < 0 ? -errno : 0;
 }
 
 int bs_poller_add(bs_poller *p, int fd, void *ptr, uint32_t mask) { return apply(p, fd, ptr, 0, mask); }
@@ -61,6 +61,7 @@ int bs_poller_wait(bs_poller *p, bs_event *out, int timeout_ms) {
         tsp = &ts;
     }
     int n = kevent(p->fd, NULL, 0, raw, p->cap, tsp);
+    if (n < 0) return -errno;
     for (int i = 0; i < n; i++) {
         uint32_t m = raw[i].filter == EVFILT_WRITE ? BS_WRITABLE : BS_READABLE;
         /* EV_EOF is kqueue's hang-up: on the write filter the socket can send no more (peer reset,

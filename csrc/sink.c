@@ -1,9 +1,18 @@
 #include "sink.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The ring's shape, checked after every change in debug builds (NDEBUG unset). */
+#define BS_SINK_CHECK(s)                                                                   \
+    do {                                                                                   \
+        assert((s)->len <= (s)->cap);                                                      \
+        assert((s)->cap == 0 ? (s)->head == 0 : (s)->head < (s)->cap);                     \
+        assert(((s)->buf == NULL) == ((s)->cap == 0));                                     \
+    } while (0)
 
 void bs_sink_init(bs_sink *s) {
     s->buf = NULL;
@@ -32,7 +41,7 @@ static int regrow(bs_sink *s, size_t cap) {
     char *nb = malloc(cap);
     if (nb == NULL) {
         errno = ENOMEM;
-        return -1;
+        return -ENOMEM;
     }
     if (s->len)
         copy_out(s, nb);
@@ -48,7 +57,7 @@ int bs_sink_reserve(bs_sink *s, size_t extra) {
         return 0;
     if (extra > SIZE_MAX / 2 - s->len) { /* keeps the doubling below from wrapping */
         errno = ENOMEM;
-        return -1;
+        return -ENOMEM;
     }
     size_t need = s->len + extra;
     size_t cap = s->cap < BS_SINK_MIN ? BS_SINK_MIN : s->cap;
@@ -66,8 +75,9 @@ static size_t tail_off(const bs_sink *s) {
 int bs_sink_append(bs_sink *s, const void *p, size_t n) {
     if (n == 0)
         return 0;
-    if (bs_sink_reserve(s, n) < 0)
-        return -1;
+    int r = bs_sink_reserve(s, n);
+    if (r < 0)
+        return r;
     size_t t = tail_off(s);
     size_t first = s->cap - t;
     if (first >= n) {
@@ -77,6 +87,7 @@ int bs_sink_append(bs_sink *s, const void *p, size_t n) {
         memcpy(s->buf, (const char *)p + first, n - first);
     }
     s->len += n;
+    BS_SINK_CHECK(s);
     return 0;
 }
 
@@ -102,9 +113,10 @@ static void emptied(bs_sink *s) {
 }
 
 void bs_sink_consume(bs_sink *s, size_t n) {
+    assert(n <= s->len); /* debug builds: consuming more than is pending is a caller bug */
     if (n == 0)
         return; /* not "emptied": that would drop a reservation made on an empty sink */
-    if (n >= s->len) { /* n > len is a caller bug; draining is the least harmful reading */
+    if (n >= s->len) { /* release builds: draining is the least harmful reading */
         s->len = 0;
         emptied(s);
         return;
@@ -113,6 +125,7 @@ void bs_sink_consume(bs_sink *s, size_t n) {
     s->head += n;
     if (s->head >= s->cap)
         s->head -= s->cap;
+    BS_SINK_CHECK(s);
 }
 
 char *bs_sink_linearize(bs_sink *s) {

@@ -22,9 +22,9 @@ typedef struct bs_sink {
 
 void bs_sink_init(bs_sink *s);
 void bs_sink_free(bs_sink *s);
-/* Ensure room for `extra` more bytes: 0, or -1 with errno = ENOMEM (sink unchanged). */
+/* Ensure room for `extra` more bytes: 0, or -ENOMEM (sink unchanged). */
 int bs_sink_reserve(bs_sink *s, size_t extra);
-/* 0, or -1 with errno = ENOMEM and nothing appended. */
+/* 0, or -ENOMEM and nothing appended. */
 int bs_sink_append(bs_sink *s, const void *p, size_t n);
 /* The pending bytes in order as 0, 1 or 2 iovecs (ready for writev); returns the count. */
 int bs_sink_iov(const bs_sink *s, struct iovec iov[2]);

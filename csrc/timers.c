@@ -1,5 +1,7 @@
 #include "timers.h"
 
+#include <assert.h>
+
 #define SPAN_BITS (BS_WHEEL_BITS * BS_WHEEL_LEVELS) /* bits of time the levels cover */
 #define NO_EVENT UINT64_MAX
 
@@ -62,6 +64,8 @@ static void place(bs_wheel *w, bs_timer *t) {
 
 static void unlink_timer(bs_wheel *w, bs_timer *t) {
     bs_tlink *n = &t->link, *p = n->prev;
+    /* debug builds: a linked timer sits in a consistent ring */
+    assert(p != NULL && n->next != NULL && p->next == n && n->next->prev == n);
     p->next = n->next;
     n->next->prev = p;
     n->next = n->prev = NULL;
@@ -157,6 +161,7 @@ bs_timer *bs_wheel_pop_expired(bs_wheel *w, uint64_t now_ms) {
         bs_tlink *due = &w->slot[BS_WHEEL_DUE];
         if (!list_empty(due)) {
             bs_timer *t = (bs_timer *)due->next;
+            assert(w->count > 0 && t->deadline <= w->now);
             unlink_timer(w, t);
             w->count--;
             return t;

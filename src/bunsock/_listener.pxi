@@ -18,12 +18,13 @@ cdef class Listener(_Handle):
     @staticmethod
     cdef Listener _new(Loop loop, _Ctx ctx, data, int fd):
         cdef Listener l = Listener.__new__(Listener)
+        cdef int err
         l.loop = loop
         l.ctx = ctx
         l.data = data
         l.fd = fd
-        if bs_poller_add(&loop.poller, fd, <void *>l, BS_READABLE) < 0:
-            err = errno_value()
+        err = -bs_poller_add(&loop.poller, fd, <void *>l, BS_READABLE)
+        if err > 0:
             c_close(fd)
             l.fd = -1
             _raise_errno(err)

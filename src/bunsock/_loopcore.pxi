@@ -27,8 +27,9 @@ cdef class Loop:
         self.poller.fd = -1
         if read_buffer_size < 4096:
             raise ValueError("read_buffer_size must be at least 4096")
-        if bs_poller_open(&self.poller, MAX_EVENTS) < 0:
-            _raise_errno(errno_value())
+        r = bs_poller_open(&self.poller, MAX_EVENTS)
+        if r < 0:
+            _raise_errno(-r)
         self.events = <bs_event *>malloc(MAX_EVENTS * sizeof(bs_event))
         if self.events == NULL:
             raise MemoryError()
@@ -54,8 +55,9 @@ cdef class Loop:
         if r < 0:
             _raise_errno(-r)
         self.waker.fd = self.waker.w.rfd
-        if bs_poller_add(&self.poller, self.waker.fd, <void *>self.waker, BS_READABLE) < 0:
-            _raise_errno(errno_value())
+        r = bs_poller_add(&self.poller, self.waker.fd, <void *>self.waker, BS_READABLE)
+        if r < 0:
+            _raise_errno(-r)
         self.waker.mask = BS_READABLE
         _n_loops += 1
 
@@ -276,7 +278,7 @@ cdef class Loop:
         PyErr_CheckSignals()
         with nogil:
             n = bs_poller_wait(&self.poller, self.events, timeout)
-            err = errno_value()
+            err = -n
         self.n_poll += 1
         # The clock only matters to armed timers; code that arms one while none is armed reads
         # the clock itself.

@@ -62,7 +62,7 @@ cdef class _SocketBase(_Handle):
             if r == 0:
                 self.flags |= F_REGISTERED
         if r < 0:
-            return self._fail(errno_value())
+            return self._fail(-r)
         self.mask = mask
         return 0
 

@@ -167,7 +167,7 @@ cdef class _SocketReader(_SocketWriter):
 
     def _try_connect(self):
         """Start connecting to the next candidate address; the last failure is reported."""
-        cdef int fd, in_progress = 0
+        cdef int fd, r, in_progress = 0
         cdef _SockExt ext = self.ext
         cdef object last = ext.last_exc
         if self.state != ST_CONNECTING:
@@ -198,8 +198,9 @@ cdef class _SocketReader(_SocketWriter):
                 continue
             self.fd = fd
             self.mask = 0
-            if bs_poller_add(&self.loop.poller, fd, <void *>self, BS_WRITABLE) < 0:
-                last = _oserror(errno_value())
+            r = bs_poller_add(&self.loop.poller, fd, <void *>self, BS_WRITABLE)
+            if r < 0:
+                last = _oserror(-r)
                 c_close(fd)
                 self.fd = -1
                 continue
