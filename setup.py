@@ -54,7 +54,7 @@ def ext(name, sources):
     return Extension(
         "bunsock." + name,
         sources=["src/bunsock/%s.pyx" % name] + sources,
-        include_dirs=["csrc"],
+        include_dirs=["csrc", "csrc/loadgen"],
         define_macros=macros,
         extra_compile_args=cflags,
         extra_link_args=ldflags,
@@ -64,7 +64,9 @@ def ext(name, sources):
 extensions = [
     ext("_loop", CORE),
     ext("_abs", ["csrc/sink.c"]),
-    ext("_loadgen", ["csrc/loadgen.c"]),
+    # Benchmark tooling, not core: it ships in the wheel for `python -m bunsock bench` and uses the
+    # core's poller.
+    ext("_loadgen", ["csrc/loadgen/loadgen.c", "csrc/poller_epoll.c", "csrc/poller_kqueue.c"]),
     ext("_tls", []),
 ]
 # BUNSOCK_ONLY=_abs,_loop builds a subset (quicker while working on one extension).

@@ -5,7 +5,7 @@
     PYTHONPATH=src python benchmarks/cork_bench.py --duration 2 --reps 3 --pieces 4
 
 The server (a child process, pinned to one core) answers every 64-byte request of the C load
-generator (csrc/loadgen.c, pinned to the other core, which checks every byte) with the same bytes
+generator (csrc/loadgen/loadgen.c, pinned to the other core, which checks every byte) with the same bytes
 written as `--pieces` separate sock.write() calls. Variants:
 
   corked    the default: writes inside a handler are coalesced, one send per socket per handler

@@ -6,7 +6,7 @@
     python benchmarks/run.py --servers bunsock,uvloop --scenarios c50,c50p16 --no-memory
 
 What it does, and why:
-  * the load generator is C (csrc/loadgen.c + loadgen_main.c, built here with gcc) so that it is
+  * the load generator is C (csrc/loadgen/loadgen.c + loadgen_main.c, built here with gcc) so that it is
     not the weak part: it checks every echoed byte and reports rate, p50/p99 and the server's
     CPU time over the measured window (from /proc/PID/task/*/schedstat);
   * on a 2-core machine the load generator saturates its core before the faster servers do, so
@@ -44,7 +44,7 @@ BUILD = os.path.join(HERE, ".build")
 SERVERS_DIR = os.path.join(HERE, "servers")
 
 
-SERVER_ORDER = ["bunsock", "uvloop", "asyncio", "c", "bun"]
+SERVER_ORDER = ["bunsock", "bunsock@base", "uvloop", "asyncio", "c", "bun"]
 
 
 # ---------------------------------------------------------------------------------------- build
@@ -55,14 +55,18 @@ def build():
     cc = os.environ.get("CC", "gcc")
     targets = {
         "echo_c": [os.path.join(SERVERS_DIR, "echo_c.c")],
-        "loadgen": [os.path.join(REPO, "csrc", "loadgen.c"), os.path.join(HERE, "loadgen_main.c")],
+        "loadgen": [os.path.join(REPO, "csrc", "loadgen", "loadgen.c"),
+                    os.path.join(REPO, "csrc", "poller_epoll.c"),
+                    os.path.join(REPO, "csrc", "poller_kqueue.c"), os.path.join(HERE, "loadgen_main.c")],
     }
     built = {}
     for name, srcs in targets.items():
         out = os.path.join(BUILD, name)
-        deps = srcs + [os.path.join(REPO, "csrc", "loadgen.h")]
+        deps = srcs + [os.path.join(REPO, "csrc", "loadgen", "loadgen.h"),
+                       os.path.join(REPO, "csrc", "poller.h")]
         if not os.path.exists(out) or os.path.getmtime(out) < max(os.path.getmtime(d) for d in deps):
-            cmd = [cc, "-O2", "-Wall", "-Wextra", "-I", os.path.join(REPO, "csrc"), "-o", out] + srcs
+            cmd = [cc, "-O2", "-Wall", "-Wextra", "-I", os.path.join(REPO, "csrc"),
+                   "-I", os.path.join(REPO, "csrc", "loadgen"), "-o", out] + srcs
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 sys.stderr.write("build of %s failed:\n%s\n" % (name, r.stderr))
@@ -98,7 +102,7 @@ def importable(code, env):
         return False
 
 
-def available_servers(built, env):
+def available_servers(built, env, baseline=None):
     py = sys.executable
     cmds = {
         "bunsock": [py, os.path.join(SERVERS_DIR, "echo_bunsock.py")],
@@ -115,6 +119,17 @@ def available_servers(built, env):
     else:
         why["uvloop"] = "uvloop not installed"
     avail["asyncio"] = cmds["asyncio"]
+    if baseline:
+        # Another checkout's in-place build (e.g. the previous commit), run by the same echo
+        # script: a before/after comparison in one interleaved run.
+        base_env = dict(env, PYTHONPATH=os.path.join(baseline, "src"))
+        if importable("import bunsock; bunsock.listen", base_env):
+            avail["bunsock@base"] = ["env", "PYTHONPATH=" + os.path.join(baseline, "src"),
+                                     py, os.path.join(SERVERS_DIR, "echo_bunsock.py")]
+        else:
+            why["bunsock@base"] = "no in-place build of bunsock in %s/src" % baseline
+    else:
+        why["bunsock@base"] = "no --baseline given"
     if "echo_c" in built:
         avail["c"] = [built["echo_c"]]
     else:
@@ -371,6 +386,9 @@ def main(argv=None):
     ap.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
                     help="comma list of " + ",".join(s.key for s in SCENARIOS) + " (and/or 'memory')")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--baseline", default=None,
+                    help="a checkout with an in-place build (python setup.py build_ext --inplace) "
+                         "to run as the server 'bunsock@base', e.g. the previous commit")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 3)")
     ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
     ap.add_argument("--memory-conns", type=int, default=None, help="idle connections (default 10000)")
@@ -387,7 +405,7 @@ def main(argv=None):
     if "loadgen" not in built:
         sys.exit("cannot build the load generator (needs a C compiler)")
     env = python_env()
-    avail, skipped = available_servers(built, env)
+    avail, skipped = available_servers(built, env, args.baseline)
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     names = [n for n in SERVER_ORDER if n in wanted and n in avail] + \
             [n for n in wanted if n not in SERVER_ORDER and n in avail]

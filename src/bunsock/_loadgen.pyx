@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Echo load generator (csrc/loadgen.c) for ``python -m bunsock bench`` and the benchmarks.
+"""Echo load generator (csrc/loadgen/loadgen.c, on the core's poller) for ``python -m bunsock bench`` and the benchmarks.
 
 It ships in the wheel so that benchmarking needs no compiler at run time. The C loop runs with
 the GIL released: a progress bar, or an in-process server on another thread, keeps running.

@@ -1,4 +1,4 @@
-/* Load generator for the echo benchmarks (see loadgen.h). One thread, level-triggered poller.
+/* Load generator for the echo benchmarks (see loadgen.h). One thread, the core's level-triggered poller.
  *
  * Content check without per-connection buffers: connection i sends the byte stream
  * pattern[(pos + seed_i) % PAT_PERIOD], so the expected echo of any received chunk is known from
@@ -32,14 +32,7 @@
 #include <dirent.h>
 #endif
 
-/* epoll on Linux; poll() elsewhere (the wheel also builds on macOS, where this only has to work,
- * not to be fast). -DLG_USE_POLL forces the fallback so it can be tested on Linux. */
-#if defined(__linux__) && !defined(LG_USE_POLL)
-#define LG_EPOLL 1
-#include <sys/epoll.h>
-#else
-#include <poll.h>
-#endif
+#include "poller.h" /* the core's poller: epoll on Linux, kqueue on macOS and the BSDs */
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* macOS: SIGPIPE is ignored by the caller (Python does; the CLI main does) */
@@ -84,128 +77,87 @@ static double hist_value(int idx)
     return (double)(m << shift) + (double)(1ull << shift) / 2.0; /* bucket midpoint */
 }
 
-/* ---- poller ---- */
+/* ---- poller: the core's (poller.h), with connection slots as its event pointers ---- */
 
 typedef struct {
     int slot;
-    int readable; /* errors and hangups count as both, so the read/connect path sees them */
+    int readable; /* errors and hangups count as both (poller.h), so the read/connect path sees them */
     int writable;
 } lg_event;
 
-#ifdef LG_EPOLL
 typedef struct {
-    int ep;
-    int cap;
-    struct epoll_event *evs;
+    bs_poller bp;
+    bs_event *raw;
+    uint32_t *mask; /* interest registered per slot: kqueue must be told the old one */
 } poller;
 
 static void pl_zero(poller *p)
 {
-    p->ep = -1;
-    p->cap = 0;
-    p->evs = NULL;
+    p->bp.fd = -1;
+    p->bp.raw = NULL;
+    p->raw = NULL;
+    p->mask = NULL;
 }
 
 static int pl_init(poller *p, int slots)
 {
-    p->cap = slots < 4096 ? slots : 4096;
-    p->evs = calloc((size_t)p->cap, sizeof *p->evs);
-    p->ep = epoll_create1(EPOLL_CLOEXEC);
-    return (p->evs && p->ep >= 0) ? 0 : -1;
+    int cap = slots < 4096 ? slots : 4096;
+    p->raw = calloc((size_t)cap, sizeof *p->raw);
+    p->mask = calloc((size_t)slots, sizeof *p->mask);
+    if (!p->raw || !p->mask)
+        return -1;
+    return bs_poller_open(&p->bp, cap) < 0 ? -1 : 0;
 }
 
 static void pl_free(poller *p)
 {
-    if (p->ep >= 0)
-        close(p->ep);
-    free(p->evs);
+    bs_poller_close(&p->bp);
+    free(p->raw);
+    free(p->mask);
 }
 
-static int pl_ctl(poller *p, int op, int slot, int fd, int rd, int wr)
+static uint32_t pl_mask(int rd, int wr) { return (rd ? BS_READABLE : 0u) | (wr ? BS_WRITABLE : 0u); }
+
+/* The core's calls return -errno and leave errno set: these keep the 0 / -1 + errno the callers
+ * below test. */
+static int pl_add(poller *p, int slot, int fd, int rd, int wr)
 {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = (rd ? EPOLLIN : 0u) | (wr ? EPOLLOUT : 0u);
-    ev.data.u32 = (uint32_t)slot;
-    return epoll_ctl(p->ep, op, fd, &ev);
+    uint32_t m = pl_mask(rd, wr);
+    if (bs_poller_add(&p->bp, fd, (void *)(intptr_t)slot, m) < 0)
+        return -1;
+    p->mask[slot] = m;
+    return 0;
 }
 
-static int pl_add(poller *p, int slot, int fd, int rd, int wr) { return pl_ctl(p, EPOLL_CTL_ADD, slot, fd, rd, wr); }
-static int pl_mod(poller *p, int slot, int fd, int rd, int wr) { return pl_ctl(p, EPOLL_CTL_MOD, slot, fd, rd, wr); }
+static int pl_mod(poller *p, int slot, int fd, int rd, int wr)
+{
+    uint32_t m = pl_mask(rd, wr);
+    if (bs_poller_mod(&p->bp, fd, (void *)(intptr_t)slot, p->mask[slot], m) < 0)
+        return -1;
+    p->mask[slot] = m;
+    return 0;
+}
+
 static void pl_del(poller *p, int slot, int fd)
 {
-    (void)slot;
-    (void)epoll_ctl(p->ep, EPOLL_CTL_DEL, fd, NULL); /* close() would drop it too; explicit for clarity */
+    (void)bs_poller_del(&p->bp, fd, p->mask[slot]); /* close() would drop it too; explicit for clarity */
+    p->mask[slot] = 0;
 }
 
 static int pl_wait(poller *p, int ms, lg_event *out)
 {
-    int i, n = epoll_wait(p->ep, p->evs, p->cap, ms);
+    int i, n = bs_poller_wait(&p->bp, p->raw, ms);
+    if (n < 0) {
+        errno = -n;
+        return -1;
+    }
     for (i = 0; i < n; i++) {
-        uint32_t e = p->evs[i].events;
-        out[i].slot = (int)p->evs[i].data.u32;
-        out[i].readable = (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0;
-        out[i].writable = (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0;
+        out[i].slot = (int)(intptr_t)p->raw[i].ptr;
+        out[i].readable = (p->raw[i].mask & BS_READABLE) != 0;
+        out[i].writable = (p->raw[i].mask & BS_WRITABLE) != 0;
     }
     return n;
 }
-#else
-typedef struct {
-    int n;
-    struct pollfd *pf; /* slot i is connection i; unused slots have fd -1, which poll() skips */
-} poller;
-
-static void pl_zero(poller *p)
-{
-    p->n = 0;
-    p->pf = NULL;
-}
-
-static int pl_init(poller *p, int slots)
-{
-    int i;
-    p->n = slots;
-    p->pf = calloc((size_t)slots, sizeof *p->pf);
-    if (!p->pf)
-        return -1;
-    for (i = 0; i < slots; i++)
-        p->pf[i].fd = -1;
-    return 0;
-}
-
-static void pl_free(poller *p) { free(p->pf); }
-
-static int pl_add(poller *p, int slot, int fd, int rd, int wr)
-{
-    p->pf[slot].fd = fd;
-    p->pf[slot].events = (short)((rd ? POLLIN : 0) | (wr ? POLLOUT : 0));
-    return 0;
-}
-
-static int pl_mod(poller *p, int slot, int fd, int rd, int wr) { return pl_add(p, slot, fd, rd, wr); }
-static void pl_del(poller *p, int slot, int fd)
-{
-    (void)fd;
-    p->pf[slot].fd = -1;
-}
-
-static int pl_wait(poller *p, int ms, lg_event *out)
-{
-    int i, k = 0, n = poll(p->pf, (nfds_t)p->n, ms);
-    if (n <= 0)
-        return n;
-    for (i = 0; i < p->n; i++) {
-        short e = p->pf[i].revents;
-        if (p->pf[i].fd < 0 || !e)
-            continue;
-        out[k].slot = i;
-        out[k].readable = (e & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) != 0;
-        out[k].writable = (e & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)) != 0;
-        k++;
-    }
-    return k;
-}
-#endif
 
 /* ---- state ---- */
 
