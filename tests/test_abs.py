@@ -1,6 +1,7 @@
 """ArrayBufferSink (API.md §8)."""
 import array
 import gc
+import os
 
 import pytest
 
@@ -207,9 +208,22 @@ def test_exporter_released_after_write():
     assert s.end() == b"abcac"
 
 
-def test_dealloc_with_data():
-    for _ in range(100):
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        pytest.skip("needs /proc/self/statm to read the resident set size")
+
+
+def test_dealloc_with_data_frees_its_storage():
+    chunk = b"x" * (1 << 20)
+    gc.collect()
+    before = _rss_bytes()
+    for _ in range(300):                  # 300 MiB in all if a sink's storage leaked
         s = ArrayBufferSink()
-        s.write(b"x" * 100000)
+        s.write(chunk)
+        s.write(chunk)
         del s
     gc.collect()
+    assert _rss_bytes() - before < 64 << 20
