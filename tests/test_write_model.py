@@ -127,26 +127,22 @@ class WriteModel(RuleBasedStateMachine):
     @precondition(lambda self: not (self.ended or self.closed))
     @rule(sizes=st.lists(SIZES, min_size=1, max_size=4))
     def write_in_handler(self, sizes):
-        def handler():
-            for n in sizes:
-                data = self._data(n, "bytes")
-                r = self.sock.write(data)
-                self._took(data, r)
-                if r < len(data):
-                    break
-        self.loop.call_soon(handler)
+        self.loop.call_soon(self._write_all, sizes)     # call_soon callbacks are corked
         self.loop.run_once(0)
 
     @precondition(lambda self: not (self.ended or self.closed))
     @rule(sizes=st.lists(SIZES, min_size=1, max_size=4))
     def cork(self, sizes):
         with self.sock.cork():
-            for n in sizes:
-                data = self._data(n, "bytes")
-                r = self.sock.write(data)
-                self._took(data, r)
-                if r < len(data):
-                    break
+            self._write_all(sizes)
+
+    def _write_all(self, sizes):
+        for n in sizes:
+            data = self._data(n, "bytes")
+            r = self.sock.write(data)
+            self._took(data, r)
+            if r < len(data):
+                break
 
     @precondition(lambda self: not self.closed)
     @rule()
