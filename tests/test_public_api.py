@@ -43,3 +43,26 @@ def test_stub_classes_match_runtime_members():
         public = {n for n, _ in inspect.getmembers(cls) if not n.startswith("_")}
         assert not public - stubbed, "%s has public members missing from the stub: %s" % (
             node.name, sorted(public - stubbed))
+
+
+def test_every_public_callable_has_a_docstring():
+    """help(bunsock.X) is a user's first doc: no public function, class or method without one."""
+    def prose(obj, name):
+        # Cython's embedsignature puts "name(args)" first: that alone is not documentation.
+        lines = (inspect.getdoc(obj) or "").strip().splitlines()
+        if lines and "(" in lines[0] and lines[0].split("(")[0].split(".")[-1] == name:
+            lines = lines[1:]
+        return "".join(lines).strip()
+
+    missing = []
+    for name in bunsock.__all__:
+        obj = getattr(bunsock, name)
+        if not prose(obj, name):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for mname, member in inspect.getmembers(obj):
+                if mname.startswith("_") or not callable(member):
+                    continue
+                if not prose(member, mname):
+                    missing.append("%s.%s" % (name, mname))
+    assert not missing, "no docstring: %s" % ", ".join(missing)

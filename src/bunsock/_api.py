@@ -99,7 +99,25 @@ def _check_endpoint(hostname, port, unix):
 def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, reuse_port=False,
            ipv6_only=False, allow_half_open=False, backlog=1024, high_water_mark=None,
            binary_type="bytes", idle_timeout=None, loop=None):
-    """Bind and listen; connections are accepted on the loop and handed to `socket` handlers."""
+    """Bind and listen; connections are accepted on the loop and handed to `socket` handlers.
+
+    Parameters (keyword-only):
+      hostname, port: address to bind (port 0 picks a free one: read listener.port); or
+      unix: a unix socket path (str/bytes/PathLike; "\0name" for a Linux abstract name).
+      socket: the handler table shared by every accepted socket: an object with methods or a
+        mapping {"open", "data", "drain", "close", "error", "end", "timeout", "handshake"}.
+      data: initial sock.data of each accepted socket.
+      tls: an ssl.SSLContext or {"cert", "key", ...} (docs/TLS.md) to serve TLS.
+      reuse_port, ipv6_only, backlog: socket options at bind time.
+      allow_half_open: keep a socket open for writing after the peer's FIN.
+      high_water_mark: cap on bytes buffered per socket (None: unbounded).
+      binary_type: "bytes" (default), "bytearray" or "memoryview" for `data`.
+      idle_timeout: seconds without I/O before `timeout` fires (None: never).
+      loop: the Loop to use (default: this thread's).
+    Returns: a Listener, bound and listening.
+    Raises: OSError (with errno, e.g. EADDRINUSE) from the kernel; ValueError for a bad port,
+    endpoint, binary_type or value; TypeError for a bad handler table (no data/drain, an
+    entry that is not callable, an async def, an unknown key)."""
     hostname, port, path = _check_endpoint(hostname, port, unix)
     backlog = _int_arg("backlog", backlog, 0, 65535)
     tls_ctx = None
@@ -129,9 +147,24 @@ def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, 
 def connect(*, hostname=None, port=None, unix=None, socket, data=None, tls=None,
             allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
             binary_type="bytes", timeout=None, loop=None):
-    """Start connecting; returns the Socket at once (ready_state "connecting"). `open` fires on
-    success, `connect_error` on failure. `timeout` bounds resolution + connect, then becomes
-    the socket's idle timeout."""
+    """Start connecting; returns the Socket at once (ready_state "connecting").
+
+    `open` fires on success (TLS: after the handshake unless a `handshake` handler exists),
+    `connect_error(sock, exc)` on failure; nothing blocks: names resolve in a thread pool.
+    Parameters (keyword-only):
+      hostname, port: where to connect (a name is tried address by address); or
+      unix: a unix socket path.
+      socket: the handler table (see listen()), plus "connect_error".
+      data: initial sock.data.
+      tls: True (system trust store), an ssl.SSLContext, or a mapping (docs/TLS.md).
+      allow_half_open, high_water_mark, binary_type: as for listen().
+      local_address, local_port: bind the local end first.
+      timeout: seconds bounding resolution + connect (+ TLS handshake); then the socket's
+        idle timeout.
+      loop: the Loop to use (default: this thread's).
+    Returns: the Socket (writes made while connecting are kept and sent after `open`).
+    Raises: ValueError / TypeError for bad arguments (synchronously); failures to reach the
+    peer come later, through `connect_error`."""
     hostname, port, path = _check_endpoint(hostname, port, unix)
     timeout_s = _seconds("timeout", timeout)
     if local_address is not None:

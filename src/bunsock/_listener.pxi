@@ -132,6 +132,7 @@ cdef class Listener(_Handle):
         self.ctx.set_handlers(resolve_handlers(socket))
 
     def ref(self):
+        """Make the listening socket keep run() going (the default). Returns self."""
         if not self.refed:
             self.refed = True
             if not self.stopped:
@@ -139,6 +140,7 @@ cdef class Listener(_Handle):
         return self
 
     def unref(self):
+        """Let run() return while only this listener is left. Returns self."""
         if self.refed:
             self.refed = False
             if not self.stopped:
@@ -146,6 +148,7 @@ cdef class Listener(_Handle):
         return self
 
     def fileno(self):
+        """The listening socket's descriptor, or -1 after stop()."""
         return self.fd
 
     @property

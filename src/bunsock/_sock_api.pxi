@@ -148,6 +148,8 @@ cdef class Socket(_SocketReader):
             self._arm_idle()
 
     def set_no_delay(self, bint on=True):
+        """TCP_NODELAY on or off (on by default, as in Bun). No effect on unix or closed
+        sockets. Raises OSError if the kernel refuses."""
         cdef int r
         if self.state == ST_OPEN and not (self.flags & F_UNIX):
             r = bs_set_nodelay(self.fd, on)
@@ -155,6 +157,9 @@ cdef class Socket(_SocketReader):
                 _raise_errno(-r)
 
     def set_keep_alive(self, bint on=True, int initial_delay=0):
+        """SO_KEEPALIVE on or off; initial_delay (seconds, > 0) sets the idle time before the
+        first probe. No effect on unix or closed sockets. Raises ValueError for a negative
+        delay, OSError if the kernel refuses."""
         cdef int r
         if initial_delay < 0:
             raise ValueError("initial_delay must be >= 0")
@@ -172,6 +177,7 @@ cdef class Socket(_SocketReader):
         self.ctx.set_handlers(handlers)
 
     def ref(self):
+        """Make this socket keep run() going (the default). Returns self."""
         if not (self.flags & F_REFED):
             self.flags |= F_REFED
             if self.state != ST_CLOSED:
@@ -179,6 +185,7 @@ cdef class Socket(_SocketReader):
         return self
 
     def unref(self):
+        """Let run() return while only this socket is left. Returns self."""
         if self.flags & F_REFED:
             self.flags &= ~F_REFED
             if self.state != ST_CLOSED:
@@ -186,6 +193,7 @@ cdef class Socket(_SocketReader):
         return self
 
     def fileno(self):
+        """The OS descriptor, or -1 once closed."""
         return -1 if self.state == ST_CLOSED else self.fd
 
     def upgrade_tls(self, tls, *, bint server_side=False, server_hostname=None):
@@ -288,14 +296,18 @@ cdef class Socket(_SocketReader):
         return None if t is None else t.sslobj.selected_alpn_protocol()
 
     def getpeercert(self, binary_form=False):
+        """TLS: the peer's certificate as ssl.SSLSocket.getpeercert() gives it (DER bytes with
+        binary_form=True); None on a plaintext socket or before the handshake."""
         t = self._tls()
         return None if t is None else t.sslobj.getpeercert(binary_form)
 
     def cipher(self):
+        """TLS: (name, protocol, bits) of the negotiated cipher; None on a plaintext socket."""
         t = self._tls()
         return None if t is None else t.sslobj.cipher()
 
     def version(self):
+        """TLS: the negotiated protocol version, e.g. "TLSv1.3"; None on a plaintext socket."""
         t = self._tls()
         return None if t is None else t.sslobj.version()
 
