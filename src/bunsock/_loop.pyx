@@ -16,6 +16,9 @@ one concern each:
   _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine)
   _sock_read.pxi    socket events: read, EOF, writable, idle timer, connecting
   _sock_api.pxi     Socket: the public methods and properties
+The parts of Socket extend one another, so their methods are virtual; hot-path calls name the
+class (`_SocketWriter._flush(self)`), which Cython compiles to a direct C call the compiler can
+inline.
 """
 cimport cython
 from cpython.buffer cimport (PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release,

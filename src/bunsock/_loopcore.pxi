@@ -153,7 +153,7 @@ cdef class Loop:
             s.cork_next = None
             s.flags &= ~F_CORKED
             if s.state != ST_CLOSED and s.cork_depth == 0:
-                s._flush()
+                _SocketWriter._flush(s)
         return 0
 
     cdef int _arm(self, bs_timer *t, double delay) except -1:
@@ -297,7 +297,7 @@ cdef class Loop:
             if h.fd < 0:
                 continue
             if type(h) is Socket:
-                (<Socket>h)._on_event(ev.mask)
+                _SocketReader._on_event(<Socket>h, ev.mask)
             elif type(h) is Listener:
                 (<Listener>h)._on_event(ev.mask)
             else:

@@ -12,7 +12,7 @@ cdef class Socket(_SocketReader):
         cdef Py_buffer view
         cdef Py_ssize_t n, r
         if PyBytes_CheckExact(data) and offset == 0 and length is None:
-            return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
+            return _SocketWriter._write(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
         if isinstance(data, str):
             raise TypeError("write() needs a bytes-like object, not str: encode it first")
         try:

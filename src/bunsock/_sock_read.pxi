@@ -10,11 +10,11 @@ cdef class _SocketReader(_SocketWriter):
                 return self._on_connected()
             return 0
         if handled & BS_READABLE:
-            self._on_readable()
+            _SocketReader._on_readable(self)
             if self.fd < 0 or self.state == ST_CLOSED:
                 return 0
         if handled & BS_WRITABLE:
-            self._on_writable()
+            _SocketReader._on_writable(self)
         elif (ev & BS_HANGUP) and not (handled & BS_READABLE):
             # A hang-up on a paused socket with nothing to write: level-triggered HUP would be
             # reported on every wait, so step out of the poller until resume() or a write.
@@ -37,7 +37,7 @@ cdef class _SocketReader(_SocketWriter):
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
-                    self._deliver(n)
+                    _SocketReader._deliver(self, n)
                 if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
                     return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
                 # A short read means the kernel queue is empty; level-triggered polling reports

@@ -82,7 +82,10 @@ cdef class _SocketWriter(_SocketBase):
         cdef uint32_t want
         if self.state != ST_OPEN:
             return 0
-        if self._pending():
+        if (self.sink.len == 0 and self.cork_obj is None and not (self.mask & BS_WRITABLE) and
+                not (self.flags & (F_BACKED_UP | F_DRAIN_OWED | F_ENDING))):
+            return 0      # everything went out and nothing was owed: the common case, decided
+        if _SocketWriter._pending(self):
             self.flags |= F_BACKED_UP | F_DRAIN_OWED
         else:
             self.flags &= ~F_BACKED_UP
@@ -121,7 +124,7 @@ cdef class _SocketWriter(_SocketBase):
         self.flags &= ~F_IDLE_FIRED
         if self.flags & F_TLS:
             return (<_TlsHook>self.ext.tls).write(self, p, n, keep)
-        return self._write_raw(p, n, keep)
+        return _SocketWriter._write_raw(self, p, n, keep)
 
     cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2:
         """Bytes as they go on the wire. keep: the bytes object p points into, or None."""
@@ -131,7 +134,7 @@ cdef class _SocketWriter(_SocketBase):
         if self.state == ST_CONNECTING or (self.flags & F_BACKED_UP):
             return self._buffer(p, n)      # the writable event (or open) sends them in order
         if loop.depth > 0 or self.cork_depth > 0:
-            pending = self._pending()
+            pending = _SocketWriter._pending(self)
             if pending + n <= CORK_LIMIT and (self.ctx.hwm < 0 or pending + n <= self.ctx.hwm):
                 if pending == 0 and keep is not None:
                     self.cork_obj = keep
@@ -207,7 +210,7 @@ cdef class _SocketWriter(_SocketBase):
                 self.flags &= ~F_IDLE_FIRED
                 if <size_t>r < total:
                     break     # kernel buffer full: skip the EAGAIN round trip
-        return self._settle()
+        return _SocketWriter._settle(self)
 
     cdef int _drained(self) except -1:
         """The writable event found nothing pending and a drain owed."""
