@@ -242,6 +242,7 @@ def test_base_exception_in_handler_still_sends_its_reply(loop, exc, size, no_lea
                     pass
                 if len(got) >= size:
                     t.cancel()
+                    loop.stop()
             t = loop.call_every(0.002, read_rest)
             _guarded_run(loop, 5)
             assert got == reply
