@@ -93,6 +93,10 @@ def _check_endpoint(hostname, port, unix):
             path = os.fsencode(unix)
         if not path:
             raise ValueError("unix path must not be empty")
+        if path[:1] != b"\0" and b"\0" in path:
+            # The kernel would stop at the NUL and bind (or reach) a different, shorter path.
+            raise ValueError("unix path must not contain a NUL byte (except the leading one of "
+                             "an abstract address): %r" % (unix,))
         if len(path) > _UNIX_PATH_MAX:
             raise ValueError("unix path too long (%d bytes, this platform allows %d)"
                              % (len(path), _UNIX_PATH_MAX))

@@ -32,7 +32,28 @@ cdef class Listener(_Handle):
         Py_INCREF(l)     # the poller's reference
         l.refed = True
         loop.refs += 1
+        loop.listeners.add(l)
         return l
+
+    cdef int _adopt(self, Loop loop) except -1:
+        """In a forked serve() worker: take over this listener, created by the parent on a loop
+        the child may not use. Its fd (inherited, shared with the parent: the kernel hands each
+        connection to one process) is registered with `loop`, this process's own. The
+        connections the parent had accepted are the parent's: this listener starts with none."""
+        if self.stopped or self.fd < 0:
+            return 0
+        if bs_poller_add(&loop.poller, self.fd, <void *>self, BS_READABLE) < 0:
+            _raise_errno(errno_value())
+        self.loop.listeners.discard(self)
+        self.loop = loop      # the poller's reference moves with it
+        self.mask = BS_READABLE
+        self.backoff = None   # a timer of the old loop
+        self.head = None
+        self._connections = 0
+        if self.refed:
+            loop.refs += 1
+        loop.listeners.add(self)
+        return 0
 
     cdef int _on_event(self, uint32_t ev) except -1:
         cdef int fd, i
@@ -91,6 +112,7 @@ cdef class Listener(_Handle):
         """Stop accepting. With close_active=True, close every accepted socket now (each `close`
         handler runs before stop() returns). Idempotent."""
         cdef Socket s
+        _check_thread(self.loop)
         if not self.stopped:
             self.stopped = True
             if self.backoff is not None:
@@ -103,6 +125,7 @@ cdef class Listener(_Handle):
                 self.loop.refs -= 1
             if self._unix_path is not None and self._unix_path[:1] != b"\0":
                 self._unlink_own_path()
+            self.loop.listeners.discard(self)
             self.loop._retire(self)
         if close_active:
             victims = []
@@ -128,11 +151,13 @@ cdef class Listener(_Handle):
 
     def reload(self, socket):
         """Swap the handler table in place: this listener and all its live sockets switch now."""
+        _check_thread(self.loop)
         from ._api import resolve_handlers
         self.ctx.set_handlers(resolve_handlers(socket))
 
     def ref(self):
         """Make the listening socket keep run() going (the default). Returns self."""
+        _check_thread(self.loop)
         if not self.refed:
             self.refed = True
             if not self.stopped:
@@ -141,6 +166,7 @@ cdef class Listener(_Handle):
 
     def unref(self):
         """Let run() return while only this listener is left. Returns self."""
+        _check_thread(self.loop)
         if self.refed:
             self.refed = False
             if not self.stopped:

@@ -96,15 +96,20 @@ cdef class Loop:
     cdef bint running, stopping, closed, embedded
     cdef _Waker waker
     cdef object executor
-    cdef object thread_ident
+    cdef unsigned long run_thread  # PyThread ident of the thread in run()/run_once(); 0: none
+    cdef long pid                  # the process that created it (a forked child must not use it)
+    cdef set listeners             # its live listeners: serve() workers adopt them after fork
+    cdef object __weakref__        # the at-fork hook finds every live loop through a WeakSet
     cdef uint64_t n_send, n_recv, n_poll, n_accept
     cdef _close_c(self)
+    cdef _forked(self)
     cdef int _new_rbuf(self) except -1
     cdef int _check_open(self) except -1
     cdef int _uncork(self) except -1
     cdef int _arm(self, bs_timer *t, double delay) except -1
     cdef int _retire(self, object handle) except -1
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
+    cdef Timer _soon(self, fn, tuple args)
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1
     cdef int64_t _timeout(self)
@@ -128,6 +133,7 @@ cdef class Listener(_Handle):
     @staticmethod
     cdef Listener _new(Loop loop, _Ctx ctx, data, int fd)
     cdef _pause_accept(self)
+    cdef int _adopt(self, Loop loop) except -1
     cdef _unlink_own_path(self)
     cdef _link(self, Socket s)
     cdef _unlink(self, Socket s)

@@ -34,7 +34,7 @@ from libc.math cimport ceil, isfinite
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport strerror
-from posix.unistd cimport close as c_close
+from posix.unistd cimport close as c_close, getpid
 
 from ._core cimport *
 
@@ -42,6 +42,7 @@ import collections
 import errno as _errno
 import os
 import threading
+import weakref
 
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
@@ -60,6 +61,7 @@ cdef extern from *:
     void _prime_malloc(size_t n) nogil
 
 cdef extern from "Python.h":
+    unsigned long PyThread_get_thread_ident() nogil
     object PyMemoryView_FromObject(object obj)
     void PyErr_WriteUnraisable(object obj)
     void PyErr_Restore(PyObject *type, PyObject *value, PyObject *tb)
@@ -139,6 +141,55 @@ cdef void _unraisable(object exc, object where) noexcept:
 
 
 # ---------------------------------------------------------------------------------------------
+# Who may touch a loop: its own thread while it runs, and never a process forked from its creator
+
+# This process; a forked child sets its own (_after_fork_in_child, _loopcore.pxi). A Loop records
+# the value it was created under, so "inherited over fork" is one integer compare.
+cdef long _pid = getpid()
+
+
+cdef inline int _check_thread(Loop loop) except -1:
+    """First thing in every public mutator of a loop's objects (Socket, Listener, Timer, the
+    loop's call_* and factories). Nothing in a loop is locked: it is only ever touched by the
+    thread running it, which the GIL alone does not guarantee (another thread's write() would
+    interleave with the loop's own flush of the same socket between two bytecodes)."""
+    if loop.pid != _pid or (loop.run_thread != 0 and
+                            loop.run_thread != PyThread_get_thread_ident()):
+        return _wrong_caller(loop)
+    return 0
+
+
+cdef int _wrong_caller(Loop loop) except -1:
+    if loop.pid != _pid:
+        return _raise_forked(loop)
+    raise RuntimeError(
+        "this bunsock loop is running in another thread; its sockets, listeners and timers may "
+        "only be used from that thread. From here, hand the call to it: "
+        "loop.call_soon_threadsafe(fn, *args)")
+
+
+cdef int _raise_forked(Loop loop) except -1:
+    raise RuntimeError(
+        "this bunsock Loop belongs to process %d and was inherited over fork(): its poller is "
+        "shared with that process, so using it here would corrupt both. Use a new loop in the "
+        "child (bunsock.get_loop() gives a fresh one); bunsock.serve() workers get the "
+        "parent's listeners re-registered for them" % loop.pid)
+
+
+cdef int _forked_in_callback(Loop loop) except -1:
+    """os.fork() inside a handler: the child returns into the parent's loop. Its corked writes
+    are the parent's to send (the parent sends them too), and dispatching on would read the
+    parent's sockets: drop the cork list unsent and leave run() with the RuntimeError."""
+    cdef Socket s
+    while loop.cork_head is not None:
+        s = loop.cork_head
+        loop.cork_head = s.cork_next
+        s.cork_next = None
+        s.flags &= ~F_CORKED
+    return _raise_forked(loop)
+
+
+# ---------------------------------------------------------------------------------------------
 # Calling user code: the one place that decides what a handler's exception does
 
 
@@ -162,13 +213,17 @@ cdef int call_handler(Loop loop, object h, object owner, object on_error, int na
             h(owner, a, b, c)
     except Exception as e:
         failed = 1
-        if on_error is not None and on_error is not h:
+        if loop.pid != _pid:
+            pass          # a forked child: the finally clause leaves the parent's loop
+        elif on_error is not None and on_error is not h:
             call_handler(loop, on_error, owner, None, 1, e)
         else:
             _unraisable(e, h)
     finally:
         loop.depth -= 1
-        if loop.depth == 0 and loop.cork_head is not None:
+        if loop.pid != _pid:
+            _forked_in_callback(loop)
+        elif loop.depth == 0 and loop.cork_head is not None:
             loop._uncork()
     return failed
 
@@ -180,10 +235,13 @@ cdef int call_callback(Loop loop, object fn, tuple args) except -1:
     try:
         fn(*args)
     except Exception as e:
-        _unraisable(e, fn)
+        if loop.pid == _pid:
+            _unraisable(e, fn)
     finally:
         loop.depth -= 1
-        if loop.depth == 0 and loop.cork_head is not None:
+        if loop.pid != _pid:
+            _forked_in_callback(loop)
+        elif loop.depth == 0 and loop.cork_head is not None:
             loop._uncork()
     return 0
 

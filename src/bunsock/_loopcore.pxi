@@ -5,16 +5,49 @@ cdef uint64_t FOREVER_MS = (<uint64_t>1) << 50
 
 
 cdef object _tls_loops = threading.local()
+# Every live Loop, for the at-fork hook.
+cdef object _live_loops = weakref.WeakSet()
 
 
 def get_loop():
-    """The calling thread's default loop (created on first use)."""
+    """The calling thread's default loop (created on first use; after os.fork() the child
+    gets a new one)."""
     try:
         return _tls_loops.loop
     except AttributeError:
         loop = Loop()
         _tls_loops.loop = loop
         return loop
+
+
+def _peek_default_loop():
+    """The calling thread's default loop if it was ever created, else None (serve())."""
+    return getattr(_tls_loops, "loop", None)
+
+
+def _after_fork_in_child():
+    # The child shares every inherited epoll instance with its parent: an epoll_ctl here would
+    # change the parent's registrations, an epoll_wait would steal its events. So the child
+    # starts with fresh default loops, and inherited loops refuse all use (_check_thread).
+    global _pid, _tls_loops
+    _pid = getpid()
+    _tls_loops = threading.local()
+    for loop in list(_live_loops):
+        (<Loop>loop)._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _listeners_of(Loop loop):
+    """The listeners `loop` is accepting on (serve() shares them with its workers)."""
+    return [l for l in loop.listeners if not (<Listener>l).stopped]
+
+
+def _adopt_listeners(list listeners, Loop loop):
+    """In a forked worker: register the parent's listeners with this process's `loop`."""
+    for l in listeners:
+        (<Listener>l)._adopt(loop)
 
 
 cdef class Loop:
@@ -25,6 +58,8 @@ cdef class Loop:
         global _n_loops
         cdef int r
         self.poller.fd = -1
+        self.pid = _pid
+        self.listeners = set()
         if read_buffer_size < 4096:
             raise ValueError("read_buffer_size must be at least 4096")
         r = bs_poller_open(&self.poller, MAX_EVENTS)
@@ -60,6 +95,7 @@ cdef class Loop:
             _raise_errno(-r)
         self.waker.mask = BS_READABLE
         _n_loops += 1
+        _live_loops.add(self)
 
     def __dealloc__(self):
         global _n_loops
@@ -76,8 +112,23 @@ cdef class Loop:
         self.recv = None      # frees the buffer, or leaves it to views still holding it
         self.rbuf = NULL
 
+    cdef _forked(self):
+        """In a forked child: release this process's copies of the loop's own descriptors
+        (closing is safe: the parent's stay open, so its registrations are untouched)."""
+        if bs_poller_name() == b"epoll":
+            bs_poller_close(&self.poller)
+        else:
+            # A kqueue is not inherited at all: its number may already be someone else's.
+            self.poller.fd = -1
+        if self.waker is not None:
+            bs_waker_close(&self.waker.w)
+            self.waker.fd = -1
+        # Its threads were not forked with us; the parent's pool is the parent's.
+        self.executor = None
+
     def close(self):
-        """Release the poller and buffers. Close sockets and stop listeners first."""
+        """Release the poller and buffers. Close sockets and stop listeners first. Also allowed
+        on a loop inherited over fork (it then only lets go of this process's copies)."""
         if self.running:
             raise RuntimeError("cannot close a running loop")
         cdef bs_timer *t
@@ -103,9 +154,9 @@ cdef class Loop:
         self._close_c()
 
     def stop(self):
-        """Make run() return after the current iteration."""
+        """Make run() return after the current iteration. Callable from any thread."""
         self.stopping = True
-        if self.thread_ident is not None and self.thread_ident != threading.get_ident():
+        if self.run_thread != 0 and self.run_thread != PyThread_get_thread_ident():
             bs_waker_signal(&self.waker.w)
 
     def time(self):
@@ -123,6 +174,8 @@ cdef class Loop:
         return self.refs
 
     cdef int _check_open(self) except -1:
+        if self.pid != _pid:
+            _wrong_caller(self)
         if self.closed:
             raise RuntimeError("the loop is closed")
         return 0
@@ -169,6 +222,7 @@ cdef class Loop:
 
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args):
         cdef Timer t
+        _check_thread(self)
         self._check_open()
         if not callable(fn):
             raise TypeError("callback must be callable, not %s" % type(fn).__name__)
@@ -200,6 +254,10 @@ cdef class Loop:
 
     def call_soon(self, fn, *args):
         """Call fn(*args) on the next loop iteration. Returns a Timer (cancel() works)."""
+        _check_thread(self)
+        return self._soon(fn, args)
+
+    cdef Timer _soon(self, fn, tuple args):
         cdef Timer t
         self._check_open()
         if not callable(fn):
@@ -218,7 +276,7 @@ cdef class Loop:
 
     def call_soon_threadsafe(self, fn, *args):
         """call_soon from another thread: wakes the loop if it is waiting."""
-        t = self.call_soon(fn, *args)
+        t = self._soon(fn, args)
         bs_waker_signal(&self.waker.w)
         return t
 
@@ -273,6 +331,8 @@ cdef class Loop:
         cdef int n, i, err
         cdef bs_event *ev
         cdef _Handle h
+        if self.pid != _pid:
+            _wrong_caller(self)
         # A signal that arrived while we were running Python code must not wait for the next
         # event: check before blocking.
         PyErr_CheckSignals()
@@ -311,17 +371,20 @@ cdef class Loop:
         return 0
 
     cdef int _begin(self) except -1:
+        if self.pid != _pid or self.pid != getpid():
+            # getpid() too: a fork() from C code bypasses os.fork() and so the at-fork hook.
+            _raise_forked(self)
         self._check_open()
         if self.running:
             raise RuntimeError("this loop is already running")
         self.running = True
-        self.thread_ident = threading.get_ident()
+        self.run_thread = PyThread_get_thread_ident()
         self.now = bs_monotonic_ms()
         return 0
 
     cdef void _end(self) noexcept:
         self.running = False
-        self.thread_ident = None
+        self.run_thread = 0
         self.dead.clear()
 
     def run(self):
@@ -382,6 +445,7 @@ cdef class Loop:
     def _listen_tcp(self, _Ctx ctx, data, int family, str ip, int port, int backlog,
                     bint reuse_port, bint ipv6_only, hostname):
         cdef int fd
+        _check_thread(self)
         self._check_open()
         fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only)
         if fd < 0:
@@ -393,6 +457,7 @@ cdef class Loop:
 
     def _listen_unix(self, _Ctx ctx, data, bytes path, display, int backlog):
         cdef int fd
+        _check_thread(self)
         self._check_open()
         fd = bs_listen_unix(path, len(path), backlog)
         if fd < 0:
@@ -409,6 +474,7 @@ cdef class Loop:
                  bytes unix_path, double timeout):
         """addrs: list of (family, ip) to try in order, or None to resolve `host` off-thread."""
         cdef Socket s
+        _check_thread(self)
         self._check_open()
         s = _new_socket(self, ctx, data, -1, None)
         s.state = ST_CONNECTING

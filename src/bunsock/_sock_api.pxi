@@ -9,6 +9,7 @@ cdef class Socket(_SocketReader):
     def write(self, data, Py_ssize_t offset=0, length=None):
         """Send what the kernel takes now and buffer the rest; returns the bytes accepted
         (short only when high_water_mark caps the buffer), or -1 on a closed socket."""
+        _check_thread(self.loop)
         cdef Py_buffer view
         cdef Py_ssize_t n, r
         if PyBytes_CheckExact(data) and offset == 0 and length is None:
@@ -29,6 +30,7 @@ cdef class Socket(_SocketReader):
 
     def writelines(self, lines):
         """Write several buffers with one gather send; returns the total bytes accepted."""
+        _check_thread(self.loop)
         cdef list bufs = []
         cdef Py_ssize_t total = 0, r
         for item in lines:
@@ -54,12 +56,14 @@ cdef class Socket(_SocketReader):
     def end(self, data=None):
         """Optional last write, then FIN once everything buffered has reached the kernel.
         The socket keeps reading until the peer's FIN (half-close)."""
+        _check_thread(self.loop)
         if data is not None:
             self.write(data)
         self._end()
 
     def shutdown(self, bint read=False):
         """shutdown(SHUT_WR) now (SHUT_RD with read=True), without waiting for the sink."""
+        _check_thread(self.loop)
         cdef int r
         if self.state != ST_OPEN:
             return
@@ -87,6 +91,7 @@ cdef class Socket(_SocketReader):
 
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
+        _check_thread(self.loop)
         if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and self._pending():
             # Only corked bytes are pending (no send refused them): without the cork they would
             # already be in the kernel, so `write(resp); close()` in a handler must still send
@@ -96,23 +101,27 @@ cdef class Socket(_SocketReader):
 
     def terminate(self):
         """Abortive close: the peer gets a RST; buffered bytes are dropped."""
+        _check_thread(self.loop)
         if self.state == ST_OPEN:
             bs_set_linger0(self.fd)
         self._close(None)
 
     def flush(self):
         """Try to push buffered bytes to the kernel now."""
+        _check_thread(self.loop)
         if self.state == ST_OPEN and self._pending():
             self._flush()
 
     def cork(self):
         """Context manager: writes inside it go out together, in one send, when it exits."""
+        _check_thread(self.loop)
         cdef _CorkCtx c = _CorkCtx.__new__(_CorkCtx)
         c.s = self
         return c
 
     def pause(self):
         """Stop reading: no `data` until resume(); the kernel buffers and the peer slows down."""
+        _check_thread(self.loop)
         if self.state == ST_CLOSED or (self.flags & F_PAUSED):
             return
         self.flags |= F_PAUSED
@@ -121,6 +130,7 @@ cdef class Socket(_SocketReader):
 
     def resume(self):
         """Restart reading: data that arrived meanwhile comes first, then any FIN."""
+        _check_thread(self.loop)
         if self.state == ST_CLOSED or not (self.flags & F_PAUSED):
             return
         self.flags &= ~F_PAUSED
@@ -132,6 +142,7 @@ cdef class Socket(_SocketReader):
     def timeout(self, seconds):
         """Set the idle timeout in seconds (restarted by any read or write); 0 or None clears.
         Raises ValueError for a negative, infinite or too large (> 24 days) value."""
+        _check_thread(self.loop)
         cdef double s = 0.0
         if seconds is not None:
             s = float(seconds)
@@ -150,6 +161,7 @@ cdef class Socket(_SocketReader):
     def set_no_delay(self, bint on=True):
         """TCP_NODELAY on or off (on by default, as in Bun). No effect on unix or closed
         sockets. Raises OSError if the kernel refuses."""
+        _check_thread(self.loop)
         cdef int r
         if self.state == ST_OPEN and not (self.flags & F_UNIX):
             r = bs_set_nodelay(self.fd, on)
@@ -160,6 +172,7 @@ cdef class Socket(_SocketReader):
         """SO_KEEPALIVE on or off; initial_delay (seconds, > 0) sets the idle time before the
         first probe. No effect on unix or closed sockets. Raises ValueError for a negative
         delay, OSError if the kernel refuses."""
+        _check_thread(self.loop)
         cdef int r
         if initial_delay < 0:
             raise ValueError("initial_delay must be >= 0")
@@ -170,6 +183,7 @@ cdef class Socket(_SocketReader):
 
     def reload(self, socket):
         """Swap this socket's handler table (an accepted socket gets its own copy)."""
+        _check_thread(self.loop)
         from ._api import resolve_handlers
         handlers = resolve_handlers(socket)
         if self._listener is not None and self.ctx is self._listener.ctx:
@@ -178,6 +192,7 @@ cdef class Socket(_SocketReader):
 
     def ref(self):
         """Make this socket keep run() going (the default). Returns self."""
+        _check_thread(self.loop)
         if not (self.flags & F_REFED):
             self.flags |= F_REFED
             if self.state != ST_CLOSED:
@@ -186,6 +201,7 @@ cdef class Socket(_SocketReader):
 
     def unref(self):
         """Let run() return while only this socket is left. Returns self."""
+        _check_thread(self.loop)
         if self.flags & F_REFED:
             self.flags &= ~F_REFED
             if self.state != ST_CLOSED:
@@ -198,6 +214,7 @@ cdef class Socket(_SocketReader):
 
     def upgrade_tls(self, tls, *, bint server_side=False, server_hostname=None):
         """STARTTLS on this connection: same fd, same Socket, now encrypted."""
+        _check_thread(self.loop)
         from ._tls import upgrade
         upgrade(self, tls, server_side, server_hostname)
         return self

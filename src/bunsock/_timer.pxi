@@ -26,10 +26,12 @@ cdef class Timer:
 
     def cancel(self):
         """Stop the timer; a pending call does not happen. Idempotent."""
+        _check_thread(self.loop)
         self._deactivate()
 
     def ref(self):
         """Make the timer keep run() going (the default)."""
+        _check_thread(self.loop)
         if not self.refed:
             self.refed = True
             if self.active:
@@ -38,6 +40,7 @@ cdef class Timer:
 
     def unref(self):
         """Let run() return even while this timer is pending."""
+        _check_thread(self.loop)
         if self.refed:
             self.refed = False
             if self.active:

@@ -200,6 +200,10 @@ cdef class TLSState(_TlsHook):
         cdef Loop loop = s.loop
         cdef Py_ssize_t off = 0, r, k, room, limit, size = loop.rbuf_size
         cdef bint overlap = src == loop.rbuf
+        # A `data` call that keeps a memoryview hands the receive buffer to that view and the
+        # loop allocates another (_recvbuf.pxi); the ciphertext still waiting in src must not be
+        # freed when the view is dropped in a later call of this same pass.
+        cdef _RecvBuf src_owner = loop.recv if overlap else None
         cdef object err = None
         cdef bint eof = False
         if s.flags & F_PAUSED:

@@ -8,11 +8,20 @@
 Each worker calls setup() and then bunsock.run(). The kernel spreads new connections over the
 listeners (SO_REUSEPORT). A worker that dies is replaced; SIGINT or SIGTERM to the parent stops
 every worker (SIGTERM to each, then SIGKILL after `grace` seconds) and serve() returns.
+
+Listeners the parent created on its default loop before serve() are shared instead: each worker
+registers the inherited listening socket with its own fresh loop (the parent's loop is not
+usable after fork), and the kernel hands each connection to one of them.
+
+    bunsock.listen(hostname="0.0.0.0", port=8080, socket=Handlers())
+    bunsock.serve(workers=4)
 """
 import os
 import signal
 import sys
 import time
+
+from . import _loop
 
 __all__ = ["serve"]
 
@@ -21,7 +30,7 @@ class _Stop(Exception):
     pass
 
 
-def _worker(setup):
+def _worker(setup, inherited):
     # The parent's handlers must not run in the child; SIGTERM ends a worker, Ctrl-C in a
     # terminal reaches the whole process group and the parent coordinates the stop.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -29,7 +38,11 @@ def _worker(setup):
     code = 0
     try:
         from . import run
-        setup()
+        if inherited:
+            # The at-fork hook gave this process a fresh default loop.
+            _loop._adopt_listeners(inherited, _loop.get_loop())
+        if setup is not None:
+            setup()
         run()
     except BaseException:
         import traceback
@@ -42,10 +55,20 @@ def _worker(setup):
 
 
 def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
-    """Fork `workers` processes (default: one per CPU) that each run setup() then the loop;
-    keep that many alive until SIGINT/SIGTERM. Returns after every worker has exited."""
-    if setup is None or not callable(setup):
-        raise TypeError("serve() needs setup=, a callable that creates this worker's listeners")
+    """Fork `workers` processes (default: one per CPU) that each take over the listeners the
+    calling thread's default loop already has, run setup() (when given), then the loop; keep
+    that many alive until SIGINT/SIGTERM. Returns after every worker has exited.
+
+    Raises TypeError when setup is not callable, or is None and there is no listener to share;
+    ValueError when workers is not a positive int."""
+    default = _loop._peek_default_loop()
+    inherited = _loop._listeners_of(default) if default is not None else []
+    if setup is not None and not callable(setup):
+        raise TypeError("serve() setup= must be a callable that creates this worker's "
+                        "listeners, not %s" % type(setup).__name__)
+    if setup is None and not inherited:
+        raise TypeError("serve() needs setup=, a callable that creates this worker's listeners "
+                        "(or listeners created with bunsock.listen() before serve())")
     n = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError("workers must be a positive int, not %r" % (workers,))
@@ -55,7 +78,7 @@ def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
     def spawn(slot):
         pid = os.fork()
         if pid == 0:
-            _worker(setup)
+            _worker(setup, inherited)
         children[pid] = slot
 
     def on_signal(signum, frame):
@@ -88,7 +111,10 @@ def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
                 pass
         deadline = time.monotonic() + grace
         while children and time.monotonic() < deadline:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break     # all gone already (the same signal reached the whole group)
             if pid:
                 children.pop(pid, None)
             else:
