@@ -91,3 +91,14 @@ def unraisable(monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u))
     return seen
+
+
+def shrink_sndbuf(sock, size=64 * 1024):
+    """Give a bunsock socket a small kernel send buffer (through a dup of its fd), so that a test
+    that needs the kernel to refuse bytes does not depend on this machine's tcp_wmem."""
+    import socket as _socket
+    s = _socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, size)
+    finally:
+        s.close()

@@ -11,7 +11,7 @@ import pytest
 
 import bunsock
 from bunsock._loop import debug_counts
-from conftest import open_fds, run
+from conftest import open_fds, run, shrink_sndbuf
 
 
 class Echo:
@@ -162,6 +162,7 @@ def test_buffered_amount_rises_and_falls(loop, no_leaks):
 
     def write_big():
         s = peer["srv_sock"]
+        shrink_sndbuf(s)
         s.write(b"z" * (8 << 20))
         seen.append(("after write", s.buffered_amount))
 

@@ -12,7 +12,7 @@ trustme = pytest.importorskip("trustme")
 
 import bunsock
 from bunsock._loop import debug_counts
-from conftest import open_fds, run
+from conftest import shrink_sndbuf, open_fds, run
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -433,6 +433,7 @@ def test_drain_and_buffered_amount_over_tls(loop, sctx, cctx):
 
     class Cli:
         def open(self, sock):
+            shrink_sndbuf(sock)             # the kernel must refuse most of it, on any machine
             r = sock.write(b"z" * total)
             assert r == total
             state["max_buffered"] = sock.buffered_amount
@@ -451,7 +452,7 @@ def test_drain_and_buffered_amount_over_tls(loop, sctx, cctx):
     bunsock.connect(hostname="127.0.0.1", port=srv.port, socket=Cli(), tls=cctx, loop=loop)
     run(loop, 30)
     assert state["received"] == total
-    assert state["max_buffered"] >= total // 2     # the kernel cannot have taken 8 MiB
+    assert state["max_buffered"] >= total // 2     # a 64 KiB send buffer cannot take 8 MiB
     assert state["drains"] == 1 and state["after_drain"] == 0
 
 
