@@ -260,17 +260,38 @@ int bs_udp_set_multicast_loopback(int fd, int family, int on) {
     return setopt_byte(fd, IPPROTO_IP, IP_MULTICAST_LOOP, on ? 1 : 0);
 }
 
+static int iface_index(const char *iface, unsigned *out) {
+    char *end;
+    unsigned long idx = strtoul(iface, &end, 10);
+    if (*end != '\0' || end == iface) idx = if_nametoindex(iface);
+    if (idx == 0) return -ENXIO;
+    *out = (unsigned)idx;
+    return 0;
+}
+
+int bs_udp_set_multicast_interface(int fd, int family, const char *iface) {
+    if (family == BS_AF_INET6) {
+        unsigned idx;
+        int r = iface_index(iface, &idx);
+        if (r < 0) return r;
+        return setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &idx, sizeof idx) < 0 ? -errno : 0;
+    } else {
+        struct in_addr a;
+        if (inet_pton(AF_INET, iface, &a) != 1) return -EINVAL;
+        return setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &a, sizeof a) < 0 ? -errno : 0;
+    }
+}
+
 int bs_udp_membership(int fd, int family, int add, const char *group, const char *iface) {
     if (family == BS_AF_INET6) {
         struct ipv6_mreq m;
         memset(&m, 0, sizeof m);
         if (inet_pton(AF_INET6, group, &m.ipv6mr_multiaddr) != 1) return -EINVAL;
         if (iface && *iface) {
-            char *end;
-            unsigned long idx = strtoul(iface, &end, 10);
-            if (*end != '\0') idx = if_nametoindex(iface);
-            if (idx == 0) return -ENXIO;
-            m.ipv6mr_interface = (unsigned)idx;
+            unsigned idx;
+            int r = iface_index(iface, &idx);
+            if (r < 0) return r;
+            m.ipv6mr_interface = idx;
         }
         return setsockopt(fd, IPPROTO_IPV6, add ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &m, sizeof m) < 0
                    ? -errno : 0;

@@ -62,6 +62,8 @@ int bs_udp_set_broadcast(int fd, int on);
 int bs_udp_set_ttl(int fd, int family, int ttl);
 int bs_udp_set_multicast_ttl(int fd, int family, int ttl);
 int bs_udp_set_multicast_loopback(int fd, int family, int on);
+/* The interface multicast datagrams leave by: IPv4 - its address; IPv6 - a name or index. */
+int bs_udp_set_multicast_interface(int fd, int family, const char *iface);
 /* Join (add=1) or leave a multicast group.  iface: IPv4 - the local interface address (NULL: any);
  * IPv6 - an interface name or index (NULL: any). */
 int bs_udp_membership(int fd, int family, int add, const char *group, const char *iface);

@@ -122,4 +122,5 @@ cdef extern from "udp.h" nogil:
     int bs_udp_set_ttl(int fd, int family, int ttl)
     int bs_udp_set_multicast_ttl(int fd, int family, int ttl)
     int bs_udp_set_multicast_loopback(int fd, int family, int on)
+    int bs_udp_set_multicast_interface(int fd, int family, const char *iface)
     int bs_udp_membership(int fd, int family, int add, const char *group, const char *iface)

@@ -93,6 +93,14 @@ cdef int _udp_int(object name, object value, int lo, int hi) except? -1:
     return value
 
 
+cdef bytes _cstr(object name, object value):
+    if not isinstance(value, str):
+        raise TypeError("%s must be a str, not %s" % (name, type(value).__name__))
+    if "\0" in value:
+        raise ValueError("%s must not contain a NUL byte: %r" % (name, value))
+    return (<str>value).encode("utf-8", "surrogateescape")
+
+
 cdef class UdpSocket(_Handle):
     """A UDP socket, bound on creation (udp_socket()). Handlers: data(sock, buf, port, address),
     drain(sock), error(sock, exc), close(sock, err)."""
@@ -233,12 +241,7 @@ cdef class UdpSocket(_Handle):
         if e.host != NULL and e.port == iport and (e.host == <PyObject *>address or
                                                    <object>e.host == address):
             return &e.a
-        if not isinstance(address, str):
-            raise TypeError("address must be a str (an IP address), not %s"
-                            % type(address).__name__)
-        b = (<str>address).encode("utf-8", "surrogateescape")
-        if b"\0" in b:
-            raise ValueError("address must not contain a NUL byte: %r" % (address,))
+        b = _cstr("address", address)
         r = bs_addr_parse(b, iport, self.fam, tmp)
         if r == -_errno.EAFNOSUPPORT:
             raise ValueError("%r is an IPv6 address and this UDP socket is IPv4 (bind to '::' to "
@@ -425,6 +428,18 @@ cdef class UdpSocket(_Handle):
         self._check_open()
         _check_r(bs_udp_set_multicast_loopback(self.fd, self.fam, on))
 
+    def set_multicast_interface(self, interface_address):
+        """IP_MULTICAST_IF / IPV6_MULTICAST_IF: the interface our multicast datagrams leave by
+        (IPv4: its address, e.g. "127.0.0.1"; IPv6: its name or index). ValueError for a
+        malformed address or unknown interface, OSError when the kernel refuses."""
+        cdef int r
+        self._check_open()
+        r = bs_udp_set_multicast_interface(self.fd, self.fam,
+                                           _cstr("interface_address", interface_address))
+        if r == -_errno.EINVAL or r == -_errno.ENXIO:
+            raise ValueError("not an interface for this socket's family: %r" % (interface_address,))
+        _check_r(r)
+
     def add_membership(self, multicast_address, interface_address=None):
         """Join a multicast group. interface_address: IPv4 - a local interface's address;
         IPv6 - an interface name or index; None lets the kernel choose. ValueError for a
@@ -438,18 +453,13 @@ cdef class UdpSocket(_Handle):
     def _membership(self, bint add, group, iface):
         cdef int r
         self._check_open()
-        if not isinstance(group, str):
-            raise TypeError("multicast_address must be a str, not %s" % type(group).__name__)
-        if iface is not None and not isinstance(iface, str):
-            raise TypeError("interface_address must be a str or None, not %s"
-                            % type(iface).__name__)
-        bg = group.encode("utf-8", "surrogateescape")
+        bg = _cstr("multicast_address", group)
         if iface is None:
             r = bs_udp_membership(self.fd, self.fam, add, bg, NULL)
         else:
-            bi = iface.encode("utf-8", "surrogateescape")
+            bi = _cstr("interface_address", iface)
             r = bs_udp_membership(self.fd, self.fam, add, bg, bi)
-        if r == -_errno.EINVAL:
+        if r == -_errno.EINVAL or r == -_errno.ENXIO:
             raise ValueError("not a multicast group / interface of this socket's family: %r, %r"
                              % (group, iface))
         _check_r(r)
@@ -576,4 +586,7 @@ cdef UdpSocket _udp_register(Loop loop, tuple handlers, data, int binary_type, i
     u.uflags = U_REFED | (U_CONNECTED if connected else 0)
     loop.refs += 1
     Py_INCREF(u)     # the poller's reference, dropped by close()
+    # Read now, so port/address (and the peer's) still answer after close().
+    u._name(False)
+    u._name(True)
     return u
