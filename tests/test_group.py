@@ -79,6 +79,9 @@ def test_membership_and_cleanup_on_close(loop, no_leaks):
         assert len(a) == 2
         a.clear()
         assert len(a) == 0 and list(a) == []
+        c = bunsock.Group(members[1:])
+        assert len(c) == 2 and set(c) == set(members[1:])
+        c.discard(members[1])
         a.add(members[2])
         loop.call_later(0.05, finish)
 

@@ -13,7 +13,7 @@ cdef class Group:
     """A set of sockets written to with one call: group.write(data) sends data to every member.
     Members must belong to one loop; a member leaves every group when it closes."""
 
-    def __cinit__(self):
+    def __cinit__(self, *args, **kwargs):
         self.members = []
         self.index = {}
 
