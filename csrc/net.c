@@ -303,3 +303,10 @@ ssize_t bs_recv(int fd, void *p, size_t n) {
     while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
 }
+
+int bs_fill_inet(int family, const char *ip, int port, struct sockaddr_storage *ss, unsigned *len) {
+    socklen_t l = 0;
+    int r = fill_inet(family, ip, port, ss, &l);
+    *len = (unsigned)l;
+    return r;
+}

@@ -35,6 +35,10 @@ int bs_shutdown(int fd, int how_read);
 int bs_sockname(int fd, int peer, char *out, size_t outlen, int *port);
 int bs_local_port(int fd);
 
+struct sockaddr_storage;
+/* An IP literal (IPv6 with an optional %scope) and port as a sockaddr (udp.c sends to these). */
+int bs_fill_inet(int family, const char *ip, int port, struct sockaddr_storage *ss, unsigned *len);
+
 ssize_t bs_send(int fd, const void *p, size_t n);
 ssize_t bs_sendv(int fd, const struct iovec *iov, int iovcnt);
 ssize_t bs_recv(int fd, void *p, size_t n);

@@ -82,6 +82,7 @@ def no_leaks(loop):
     assert open_fds() == fds, "fd leak: %d -> %d" % (fds, open_fds())
     assert after["sockets"] == counts["sockets"], "Socket objects leaked: %r -> %r" % (counts, after)
     assert after["listeners"] == counts["listeners"], "Listeners leaked: %r -> %r" % (counts, after)
+    assert after["udp"] == counts["udp"], "UdpSockets leaked: %r -> %r" % (counts, after)
 
 
 @pytest.fixture

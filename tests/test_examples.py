@@ -78,3 +78,56 @@ def test_game_tick_example_broadcasts():
         assert ticks == sorted(ticks) and len(set(ticks)) == 3
     finally:
         stop(p)
+
+
+def test_game_server_example_with_bots():
+    """Three bots join one room over TCP, stream positions over UDP, chat reliably; each sees
+    the others' positions in the UDP state and the chat/leave events over TCP."""
+    p, port = start("game_server.py", 0)
+    bots = []
+    try:
+        for name in ("ann", "bob", "cy"):
+            t = socket.create_connection(("127.0.0.1", port), timeout=10)
+            t.sendall(b"JOIN arena %s\n" % name.encode())
+            f = t.makefile("rb")
+            line = f.readline().split()
+            assert line[0] == b"WELCOME", line
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.bind(("127.0.0.1", 0))
+            u.settimeout(10)
+            bots.append({"name": name, "id": int(line[1]), "tcp": t, "file": f, "udp": u})
+        for i, b in enumerate(bots):
+            b["udp"].sendto(b"%d %d %d" % (b["id"], 10 * (i + 1), 5), ("127.0.0.1", port))
+        want = {"%d:%.1f,5.0" % (b["id"], 10.0 * (i + 1)) for i, b in enumerate(bots)}
+        for b in bots:
+            for _ in range(100):                   # ticks at 20 Hz: a few are enough
+                parts = b["udp"].recv(2048).decode().split()
+                assert parts[0] == "STATE"
+                if want <= set(parts[2:]):
+                    break
+            else:
+                pytest.fail("%s never saw every position: %r" % (b["name"], parts))
+        bots[0]["tcp"].sendall(b"SAY hello room\n")
+        for b in bots[1:]:
+            for _ in range(10):
+                line = b["file"].readline()
+                if line.startswith(b"CHAT"):
+                    assert line == b"CHAT ann hello room\n"
+                    break
+            else:
+                pytest.fail("no chat for %s" % b["name"])
+        bots[2]["file"].close()                    # (the file holds the socket open too)
+        bots[2]["tcp"].close()
+        for _ in range(10):
+            line = bots[1]["file"].readline()
+            if line.startswith(b"LEFT"):
+                assert line == b"LEFT %d cy\n" % bots[2]["id"]
+                break
+        else:
+            pytest.fail("no LEFT event")
+    finally:
+        for b in bots:
+            b["file"].close()
+            b["tcp"].close()
+            b["udp"].close()
+        stop(p)

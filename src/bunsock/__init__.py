@@ -11,15 +11,18 @@
 """
 from ._abs import ArrayBufferSink
 from ._api import connect, listen
-from ._loop import Listener, Loop, Socket, Timer, backend, get_loop
+from ._loop import Group, Listener, Loop, Socket, Timer, UdpSocket, backend, get_loop
+from ._udp_api import udp_socket
 from .serve import serve
 
 __all__ = [
     "ArrayBufferSink",
+    "Group",
     "Listener",
     "Loop",
     "Socket",
     "Timer",
+    "UdpSocket",
     "backend",
     "call_every",
     "call_later",
@@ -29,6 +32,7 @@ __all__ = [
     "listen",
     "run",
     "serve",
+    "udp_socket",
 ]
 from ._version import __version__  # noqa: E402  (written only in _version.py)
 

@@ -93,3 +93,34 @@ cdef extern from "waker.h" nogil:
     void bs_waker_close(bs_waker *w)
     void bs_waker_signal(const bs_waker *w)
     void bs_waker_drain(const bs_waker *w)
+
+
+cdef extern from "udp.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct bs_addr:
+        socklen_t len
+    ctypedef struct bs_udp_out:
+        const void *p
+        size_t n
+        const bs_addr *to
+    ctypedef struct bs_udp_in:
+        char *buf
+        size_t cap
+        size_t len
+        bs_addr addr "from"
+        int truncated
+    int BS_UDP_MAX_BATCH
+    int bs_udp_open(int family, const char *ip, int port, int reuse_port, int ipv6_only)
+    int bs_addr_parse(const char *ip, int port, int sock_family, bs_addr *out)
+    int bs_addr_text(const bs_addr *a, char *out, size_t outlen, int *port)
+    int bs_udp_connect(int fd, const bs_addr *to)
+    int bs_udp_name(int fd, int peer, bs_addr *out)
+    ssize_t bs_udp_send(int fd, const void *p, size_t n, const bs_addr *to)
+    int bs_udp_send_many(int fd, const bs_udp_out *msgs, int n)
+    int bs_udp_recv_many(int fd, bs_udp_in *slots, int n)
+    int bs_udp_set_broadcast(int fd, int on)
+    int bs_udp_set_ttl(int fd, int family, int ttl)
+    int bs_udp_set_multicast_ttl(int fd, int family, int ttl)
+    int bs_udp_set_multicast_loopback(int fd, int family, int on)
+    int bs_udp_set_multicast_interface(int fd, int family, const char *iface)
+    int bs_udp_membership(int fd, int family, int add, const char *group, const char *iface)

@@ -1,6 +1,7 @@
 # Declarations of the loop types, so other Cython modules (TLS) reach their C-level parts.
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from cpython.ref cimport PyObject
 from ._core cimport *
 
 # Socket states, flag bits and binary types, shared with _tls.pyx.
@@ -27,6 +28,7 @@ cdef enum:
     F_USER_TIMEOUT = 1 << 12   # timeout() called while connecting: it wins over connect(timeout=)
     F_BACKED_UP = 1 << 13   # the kernel refused bytes: the sink holds a backlog (buffered_amount)
     F_TLS = 1 << 14         # ext.tls is this socket's TLS layer (a _TlsHook)
+    F_WHOLE = 1 << 15       # Group.write in progress: high_water_mark must not cut the message
 
 cdef enum:
     BT_BYTES = 0
@@ -66,6 +68,13 @@ cdef class _RecvBuf:
     cdef int alloc(self, Py_ssize_t size) except -1
 
 @cython.final
+cdef class _UdpArea:
+    cdef char *buf                 # UDP_BATCH slots of UDP_SLOT bytes
+    cdef bs_udp_in *slots
+    cdef Py_ssize_t off, lent      # the slot being lent as a memoryview
+    cdef int exports
+
+@cython.final
 cdef class Timer:
     cdef Loop loop
     cdef bs_timer t
@@ -101,6 +110,7 @@ cdef class Loop:
     cdef set listeners             # its live listeners: serve() workers adopt them after fork
     cdef object __weakref__        # the at-fork hook finds every live loop through a WeakSet
     cdef uint64_t n_send, n_recv, n_poll, n_accept
+    cdef _UdpArea udp_rx           # UDP receive slots, made by the first UDP socket
     cdef _close_c(self)
     cdef _forked(self)
     cdef int _new_rbuf(self) except -1
@@ -141,6 +151,7 @@ cdef class Listener(_Handle):
 cdef class _SockExt:
     cdef public object peer, local, addrs, host, local_ip, unix_path, tls, last_exc
     cdef public int port, local_port, addr_index
+    cdef list groups              # the Groups this socket is in (None: none)
 
 cdef class _CorkCtx:
     cdef Socket s
@@ -224,3 +235,40 @@ cdef class _TlsHook:
 # Every handler call goes through here (the error policy and the cork scope): _loop.pyx.
 cdef int call_handler(Loop loop, object h, object owner, object on_error, int nargs,
                       object a=*, object b=*, object c=*) except -1
+
+
+# UDP (_udp.pxi) and broadcast groups (_group.pxi)
+
+ctypedef struct _AddrEntry:
+    bs_addr a
+    int port
+    PyObject *py_port     # strong references while set
+    PyObject *host
+
+@cython.final
+cdef class UdpSocket(_Handle):
+    cdef object on_data, on_drain, on_error, on_close
+    cdef public object data
+    cdef int binary_type
+    cdef int fam                  # BS_AF_INET / BS_AF_INET6 (BS_AF_UNIX: adopted by tests)
+    cdef uint32_t uflags
+    cdef object _hostname
+    cdef object _local, _remote   # (address, port) cached
+    cdef _AddrEntry cache[8]      # recent peers: sockaddr <-> (port, address) both ways
+    cdef int _on_readable(self) except -1
+    cdef int _deliver(self, _UdpArea area, Py_ssize_t i) except -1
+    cdef int _report(self, object exc) except -1
+    cdef const bs_addr *_dest(self, object port, object address, bs_addr *tmp) except NULL
+    cdef int _owe_drain(self) except -1
+    cdef int _check_open(self) except -1
+    cdef object _name(self, bint peer)
+
+@cython.final
+cdef class Group:
+    cdef list members             # Socket, or None for a member that left during write()
+    cdef dict index               # Socket -> position in members
+    cdef Loop loop
+    cdef int busy                 # write() calls in progress
+    cdef Py_ssize_t holes
+    cdef int _remove(self, Socket s) except -1
+    cdef int _compact(self) except -1

@@ -16,6 +16,8 @@ one concern each:
   _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine)
   _sock_read.pxi    socket events: read, EOF, writable, idle timer, connecting
   _sock_api.pxi     Socket: the public methods and properties
+  _udp.pxi          UdpSocket: datagrams in recvmmsg batches, send/send_many
+  _group.pxi        Group: one write to many sockets (broadcast)
 The parts of Socket extend one another, so their methods are virtual; hot-path calls name the
 class (`_SocketWriter._flush(self)`), which Cython compiles to a direct C call the compiler can
 inline.
@@ -104,11 +106,13 @@ cdef Py_ssize_t _n_sockets = 0
 cdef Py_ssize_t _n_listeners = 0
 cdef Py_ssize_t _n_timers = 0
 cdef Py_ssize_t _n_loops = 0
+cdef Py_ssize_t _n_udp = 0
 
 
 def debug_counts():
-    """Live bunsock objects (sockets, listeners, timers, loops), for leak tests."""
-    return {"sockets": _n_sockets, "listeners": _n_listeners, "timers": _n_timers, "loops": _n_loops}
+    """Live bunsock objects (sockets, listeners, timers, loops, UDP sockets), for leak tests."""
+    return {"sockets": _n_sockets, "listeners": _n_listeners, "timers": _n_timers, "loops": _n_loops,
+            "udp": _n_udp}
 
 
 def backend():
@@ -316,3 +320,5 @@ include "_sock_base.pxi"
 include "_sock_write.pxi"
 include "_sock_read.pxi"
 include "_sock_api.pxi"
+include "_udp.pxi"
+include "_group.pxi"

@@ -88,6 +88,8 @@ cdef class _SocketBase(_Handle):
             loop.refs -= 1
         if self._listener is not None and (self.lprev is not None or self._listener.head is self):
             self._listener._unlink(self)
+        if self.ext is not None and self.ext.groups is not None:
+            _leave_groups(self)      # a closed socket is in no Group (_group.pxi)
         loop._retire(self)
         return 0
 

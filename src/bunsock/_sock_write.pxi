@@ -44,8 +44,8 @@ cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n):
         """How many of n more bytes the buffers may take under high_water_mark."""
         cdef Py_ssize_t hwm = self.ctx.hwm, used
-        if hwm < 0:
-            return n
+        if hwm < 0 or (self.flags & F_WHOLE):
+            return n      # (F_WHOLE: Group.write already decided this member takes it all)
         used = self._pending() + self._tls_held()
         if used >= hwm:
             return 0

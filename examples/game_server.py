@@ -1,0 +1,133 @@
+"""A game server: TCP for joining and reliable events, UDP for positions and state, rooms as
+bunsock.Group, one fixed-rate tick that broadcasts to every room.
+
+    python examples/game_server.py [PORT]          (TCP and UDP on the same port number)
+
+TCP, one command per line:
+    JOIN <room> <name>   ->  WELCOME <id>            (the room hears JOINED <id> <name>)
+    SAY <text>           ->  the room hears CHAT <name> <text>
+                             (and LEFT <id> <name> when a player disconnects)
+UDP datagrams:
+    client -> server     <id> <x> <y>                (latest position; also registers the endpoint)
+    server -> client     STATE <tick> <id>:<x>,<y> ...   every tick, to each player of the room
+
+Reliable events are queued per room and written once per tick with one Group.write (one Python
+call per room, however many players); the state goes out with one send_many per room.
+"""
+import itertools
+import sys
+
+import bunsock
+
+TICK_HZ = 20
+
+
+class Room:
+    def __init__(self, name):
+        self.name = name
+        self.group = bunsock.Group()      # the players' TCP sockets
+        self.players = {}                 # id -> Player
+        self.events = []                  # reliable events for the next tick
+
+
+class Player:
+    def __init__(self, pid, name, room, sock):
+        self.id, self.name, self.room, self.sock = pid, name, room, sock
+        self.pos = (0.0, 0.0)
+        self.udp = None                   # (port, address) once a datagram arrived
+
+
+rooms = {}
+players = {}                              # id -> Player
+next_id = itertools.count(1)
+tick_no = 0
+
+
+class Lobby:
+    """TCP handlers: line commands, joins and leaves."""
+
+    def open(self, sock):
+        sock.data = {"buf": b"", "player": None}
+        sock.timeout(60)
+
+    def data(self, sock, buf):
+        st = sock.data
+        st["buf"] += buf
+        if len(st["buf"]) > 4096:
+            sock.end(b"ERROR line too long\n")
+            return
+        *lines, st["buf"] = st["buf"].split(b"\n")
+        for line in lines:
+            self.command(sock, st, line.strip().decode("utf-8", "replace"))
+
+    def command(self, sock, st, line):
+        verb, _, rest = line.partition(" ")
+        p = st["player"]
+        if verb == "JOIN" and p is None:
+            room_name, _, name = rest.partition(" ")
+            if not room_name or not name:
+                sock.write(b"ERROR usage: JOIN <room> <name>\n")
+                return
+            room = rooms.get(room_name) or rooms.setdefault(room_name, Room(room_name))
+            p = st["player"] = Player(next(next_id), name[:32], room, sock)
+            players[p.id] = room.players[p.id] = p
+            room.group.add(sock)
+            sock.write(b"WELCOME %d\n" % p.id)
+            room.events.append("JOINED %d %s\n" % (p.id, p.name))
+        elif verb == "SAY" and p is not None:
+            p.room.events.append("CHAT %s %s\n" % (p.name, rest[:200]))
+        else:
+            sock.write(b"ERROR unknown or out-of-order command\n")
+
+    def timeout(self, sock):
+        sock.end(b"BYE idle\n")
+
+    def close(self, sock, err):
+        # The socket has already left its room's Group; the game state is ours to clean up.
+        p = sock.data and sock.data.get("player")
+        if p is not None:
+            del players[p.id]
+            del p.room.players[p.id]
+            p.room.events.append("LEFT %d %s\n" % (p.id, p.name))
+            if not p.room.players:
+                del rooms[p.room.name]
+
+
+class State:
+    """UDP handlers: positions in."""
+
+    def data(self, sock, buf, port, address):
+        try:
+            pid, x, y = buf.split()
+            p = players.get(int(pid))
+            if p is None:
+                return
+            p.pos = (float(x), float(y))
+        except ValueError:
+            return                        # a malformed datagram is dropped, as UDP would
+        p.udp = (port, address)
+
+
+def tick(udp):
+    global tick_no
+    tick_no += 1
+    for room in list(rooms.values()):
+        if room.events:
+            room.group.write("".join(room.events).encode())    # one call for the whole room
+            room.events.clear()
+        state = ("STATE %d " % tick_no + " ".join(
+            "%d:%.1f,%.1f" % (p.id, p.pos[0], p.pos[1]) for p in room.players.values())).encode()
+        udp.send_many([(state,) + p.udp for p in room.players.values() if p.udp is not None])
+
+
+def main():
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Lobby())
+    udp = bunsock.udp_socket(hostname="127.0.0.1", port=server.port, socket=State())
+    bunsock.call_every(1 / TICK_HZ, tick, udp)
+    print("game server: tcp+udp on port", server.port)
+    bunsock.run()
+
+
+if __name__ == "__main__":
+    main()

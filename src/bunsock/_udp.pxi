@@ -1,0 +1,592 @@
+# UdpSocket: datagrams in batches (recvmmsg/sendmmsg where the platform has them).
+#
+# Reads take up to UDP_BATCH datagrams per system call into the loop's UDP slots; each becomes one
+# `data(sock, buf, port, address)` call. Sends never queue: `send` returns False when the kernel
+# refuses (and `drain` fires once it can take more). A small per-socket cache maps recent peers'
+# sockaddrs to their (port, address) objects and back, so an echo or a reply to a known peer
+# neither formats nor parses an address.
+
+from libc.string cimport memcmp, memcpy
+from cpython.ref cimport Py_XDECREF
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+
+cdef enum:
+    UDP_BATCH = 32          # datagrams per recvmmsg
+    # Bytes per receive slot: the largest UDP payload (65,507 over IPv4, 65,527 over IPv6) fits,
+    # so no datagram is ever truncated. Only the pages a datagram touches become resident.
+    UDP_SLOT = 65536
+    # Datagrams one socket may take per loop iteration (besides the loop's byte budget): a
+    # flood of tiny datagrams must not starve the other sockets either.
+    UDP_ITER_MAX = 1024
+    ADDR_CACHE = 8          # peers remembered per socket (indexed by the port's low bits)
+
+cdef enum:
+    U_REFED = 1
+    U_CONNECTED = 2
+    U_DRAIN_OWED = 4
+    U_CLOSED = 8
+
+
+cdef class _UdpArea:
+    """One loop's UDP receive slots. With binary_type="memoryview" the `data` handler gets a view
+    of one slot exported by this object; a view that outlives the call keeps the area alive and
+    the loop takes a new one (as _RecvBuf does for TCP)."""
+
+    def __cinit__(self):
+        cdef int i
+        if posix_memalign(<void **>&self.buf, 4096, UDP_BATCH * UDP_SLOT) != 0:
+            self.buf = NULL
+            raise MemoryError()
+        self.slots = <bs_udp_in *>malloc(UDP_BATCH * sizeof(bs_udp_in))
+        if self.slots == NULL:
+            raise MemoryError()
+        for i in range(UDP_BATCH):
+            self.slots[i].buf = self.buf + i * UDP_SLOT
+            self.slots[i].cap = UDP_SLOT
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("the data handler's memoryview is read-only")
+        PyBuffer_FillInfo(view, self, self.buf + self.off, self.lent, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+    def __dealloc__(self):
+        free(self.buf)
+        free(self.slots)
+
+
+cdef inline int _cache_index(const bs_addr *a) noexcept:
+    # sin_port and sin6_port sit at byte 2 of the sockaddr in network order: byte 3 is the low
+    # byte of the port, so peers on consecutive ports land in different entries.
+    return (<const unsigned char *>a)[3] & (ADDR_CACHE - 1)
+
+
+cdef int _remember(_AddrEntry *e, const bs_addr *a, object port, object host) except -1:
+    Py_XDECREF(e.py_port)
+    Py_XDECREF(e.host)
+    memcpy(&e.a, a, sizeof(bs_addr))
+    e.port = port
+    Py_INCREF(port)
+    Py_INCREF(host)
+    e.py_port = <PyObject *>port
+    e.host = <PyObject *>host
+    return 0
+
+
+cdef object _addr_pair(const bs_addr *a):
+    """(address text, port) of a sockaddr, or (None, None) for one that is not IPv4/IPv6."""
+    cdef char text[80]
+    cdef int port = 0
+    if bs_addr_text(a, text, sizeof(text), &port) <= 0:
+        return None, None
+    return text.decode(), port
+
+
+cdef int _udp_int(object name, object value, int lo, int hi) except? -1:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
+    if not lo <= value <= hi:
+        raise ValueError("%s must be in %d..%d, not %r" % (name, lo, hi, value))
+    return value
+
+
+cdef bytes _cstr(object name, object value):
+    if not isinstance(value, str):
+        raise TypeError("%s must be a str, not %s" % (name, type(value).__name__))
+    if "\0" in value:
+        raise ValueError("%s must not contain a NUL byte: %r" % (name, value))
+    return (<str>value).encode("utf-8", "surrogateescape")
+
+
+cdef class UdpSocket(_Handle):
+    """A UDP socket, bound on creation (udp_socket()). Handlers: data(sock, buf, port, address),
+    drain(sock), error(sock, exc), close(sock, err)."""
+
+    def __cinit__(self):
+        global _n_udp
+        _n_udp += 1
+        self.fd = -1
+
+    def __dealloc__(self):
+        global _n_udp
+        cdef int i
+        _n_udp -= 1
+        for i in range(ADDR_CACHE):
+            Py_XDECREF(self.cache[i].py_port)
+            Py_XDECREF(self.cache[i].host)
+            self.cache[i].py_port = NULL
+            self.cache[i].host = NULL
+        if self.fd >= 0:
+            c_close(self.fd)
+
+    cdef int _check_open(self) except -1:
+        if self.uflags & U_CLOSED:
+            raise OSError(_errno.EBADF, "the UDP socket is closed")
+        return 0
+
+    # -- events --
+
+    cdef int _on_event(self, uint32_t ev) except -1:
+        cdef object h
+        if ev & self.mask & BS_READABLE:
+            self._on_readable()
+            if self.fd < 0:
+                return 0
+        if ev & self.mask & BS_WRITABLE:
+            # The kernel has room again: writable interest served its purpose.
+            if bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask, BS_READABLE) == 0:
+                self.mask = BS_READABLE
+            if self.uflags & U_DRAIN_OWED:
+                self.uflags &= ~U_DRAIN_OWED
+                h = self.on_drain
+                if h is not None:
+                    call_handler(self.loop, h, self, self.on_error, 0)
+        return 0
+
+    cdef int _on_readable(self) except -1:
+        cdef Loop loop = self.loop
+        cdef _UdpArea area
+        cdef int n, i
+        cdef Py_ssize_t budget = loop.read_budget, count = 0
+        while True:
+            area = loop.udp_rx
+            n = bs_udp_recv_many(self.fd, area.slots, UDP_BATCH)
+            loop.n_recv += 1
+            if n < 0:
+                if n == -EAGAIN or n == -EWOULDBLOCK:
+                    return 0
+                # A connected socket's ICMP errors (ECONNREFUSED: nobody listens at the peer's
+                # port) arrive here. The socket stays usable: the error is reported, not fatal.
+                return self._report(_oserror(-n))
+            for i in range(n):
+                budget -= area.slots[i].len
+                self._deliver(area, i)
+                if self.fd < 0:
+                    return 0      # closed by a handler: the rest of the batch is dropped
+            count += n
+            # A short batch means the queue is empty (level-triggered polling reports more).
+            if n < UDP_BATCH or budget <= 0 or count >= UDP_ITER_MAX:
+                return 0
+
+    cdef int _deliver(self, _UdpArea area, Py_ssize_t i) except -1:
+        cdef bs_udp_in *slot = &area.slots[i]
+        cdef Loop loop = self.loop
+        cdef object h = self.on_data
+        cdef _AddrEntry *e
+        cdef object port, host, buf
+        if h is None:
+            return 0
+        if self.fam == BS_AF_UNIX:
+            port = host = None
+        else:
+            e = &self.cache[_cache_index(&slot.addr)]
+            if (e.host != NULL and e.a.len == slot.addr.len and
+                    memcmp(&e.a, &slot.addr, slot.addr.len) == 0):
+                port = <object>e.py_port
+                host = <object>e.host
+            else:
+                host, port = _addr_pair(&slot.addr)
+                if host is not None:
+                    _remember(e, &slot.addr, port, host)
+        if self.binary_type == BT_BYTES:
+            buf = PyBytes_FromStringAndSize(slot.buf, slot.len)
+        elif self.binary_type == BT_BYTEARRAY:
+            buf = PyByteArray_FromStringAndSize(slot.buf, slot.len)
+        else:
+            area.off = slot.buf - area.buf
+            area.lent = slot.len
+            buf = PyMemoryView_FromObject(area)
+            try:
+                call_handler(loop, h, self, self.on_error, 3, buf, port, host)
+            finally:
+                try:
+                    buf.release()
+                except BufferError:
+                    pass       # exported further (numpy.frombuffer): the area stays theirs
+                if area.exports and loop.udp_rx is area:
+                    loop.udp_rx = _UdpArea.__new__(_UdpArea)
+            return 0
+        call_handler(loop, h, self, self.on_error, 3, buf, port, host)
+        return 0
+
+    cdef int _report(self, object exc) except -1:
+        if self.on_error is None:
+            _unraisable(exc, self)
+            return 0
+        return call_handler(self.loop, self.on_error, self, None, 1, exc)
+
+    cdef int _owe_drain(self) except -1:
+        self.uflags |= U_DRAIN_OWED
+        if not (self.mask & BS_WRITABLE):
+            if bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask,
+                             BS_READABLE | BS_WRITABLE) < 0:
+                _raise_errno(errno_value())
+            self.mask = BS_READABLE | BS_WRITABLE
+        return 0
+
+    # -- sending --
+
+    cdef const bs_addr *_dest(self, object port, object address, bs_addr *tmp) except NULL:
+        """The sockaddr for (port, address): from the peer cache, else parsed into *tmp (and
+        remembered when the text is the address's canonical form)."""
+        cdef int iport, r
+        cdef _AddrEntry *e
+        if port is None or address is None:
+            raise ValueError("send() on an unconnected UDP socket needs port and address")
+        iport = _udp_int("port", port, 1, 65535)
+        e = &self.cache[iport & (ADDR_CACHE - 1)]
+        if e.host != NULL and e.port == iport and (e.host == <PyObject *>address or
+                                                   <object>e.host == address):
+            return &e.a
+        b = _cstr("address", address)
+        r = bs_addr_parse(b, iport, self.fam, tmp)
+        if r == -_errno.EAFNOSUPPORT:
+            raise ValueError("%r is an IPv6 address and this UDP socket is IPv4 (bind to '::' to "
+                             "reach both)" % (address,))
+        if r < 0:
+            raise ValueError("address must be an IP address, not %r (resolve names first, e.g. "
+                             "with socket.getaddrinfo)" % (address,))
+        host, _ = _addr_pair(tmp)
+        if host == address:
+            _remember(e, tmp, port, address)
+            return &e.a
+        return tmp
+
+    def send(self, data, port=None, address=None):
+        """Send one datagram: to (port, address) on an unconnected socket, to the peer on a
+        connected one (which takes neither). Returns True when the kernel took it, False when
+        it would block (nothing is queued: `drain` fires once it can take more).
+        Raises TypeError/ValueError for a bad argument, OSError for a refused send (EMSGSIZE: the
+        datagram is too large; ConnectionRefusedError: an earlier datagram to a connected peer
+        met a closed port) or a closed socket (EBADF)."""
+        cdef bs_addr tmp
+        cdef const bs_addr *to = NULL
+        cdef Py_buffer view
+        cdef ssize_t r
+        self._check_open()
+        if self.uflags & U_CONNECTED:
+            if port is not None or address is not None:
+                raise ValueError("this UDP socket is connected: send(data) takes no port or "
+                                 "address")
+        else:
+            to = self._dest(port, address, &tmp)
+        if PyBytes_CheckExact(data):
+            r = bs_udp_send(self.fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), to)
+        else:
+            if isinstance(data, str):
+                raise TypeError("send() needs a bytes-like object, not str: encode it first")
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            r = bs_udp_send(self.fd, view.buf, view.len, to)
+            PyBuffer_Release(&view)
+        self.loop.n_send += 1
+        if r >= 0:
+            return True
+        if r == -EAGAIN or r == -EWOULDBLOCK or r == -ENOBUFS:
+            self._owe_drain()
+            return False
+        _raise_errno(<int>-r)
+
+    def send_many(self, packets):
+        """Send several datagrams with one sendmmsg where the platform has it: `packets` is an
+        iterable of (data, port, address) on an unconnected socket, of data on a connected one.
+        Every item is checked before anything is sent. Returns how many were sent, in order;
+        fewer than all when the kernel refused the rest (`drain` then fires once it has room;
+        an error for the first unsent one is raised by the next call). Raises as send() does
+        when the first datagram fails."""
+        cdef Py_ssize_t n, i, k, nviews = 0
+        cdef bs_udp_out *outs
+        cdef bs_addr *addrs
+        cdef Py_buffer *views
+        cdef const bs_addr *d
+        cdef int r
+        cdef bint connected = self.uflags & U_CONNECTED
+        cdef object item, payload
+        self._check_open()
+        if not isinstance(packets, (list, tuple)):
+            packets = list(packets)
+        n = len(packets)
+        if n == 0:
+            return 0
+        outs = <bs_udp_out *>malloc(n * sizeof(bs_udp_out))
+        addrs = <bs_addr *>malloc(1 if connected else n * sizeof(bs_addr))
+        views = <Py_buffer *>malloc(n * sizeof(Py_buffer))
+        try:
+            if outs == NULL or addrs == NULL or views == NULL:
+                raise MemoryError()
+            for i in range(n):
+                item = packets[i]
+                if connected:
+                    payload = item
+                    outs[i].to = NULL
+                else:
+                    if not isinstance(item, tuple) or len(<tuple>item) != 3:
+                        raise TypeError("send_many() on an unconnected UDP socket takes (data, "
+                                        "port, address) tuples, not %r" % (item,))
+                    payload = (<tuple>item)[0]
+                    d = self._dest((<tuple>item)[1], (<tuple>item)[2], &addrs[i])
+                    if d != &addrs[i]:
+                        addrs[i] = d[0]      # a cache entry a later item may replace
+                    outs[i].to = &addrs[i]
+                if isinstance(payload, str):
+                    raise TypeError("send_many() needs bytes-like objects, not str")
+                # The list (or tuple) keeps every payload alive until the send is done.
+                PyObject_GetBuffer(payload, &views[i], PyBUF_SIMPLE)
+                nviews += 1
+                outs[i].p = views[i].buf
+                outs[i].n = views[i].len
+            r = bs_udp_send_many(self.fd, outs, <int>n if n < INT_MAX else INT_MAX)
+            self.loop.n_send += 1
+        finally:
+            for k in range(nviews):
+                PyBuffer_Release(&views[k])
+            free(outs)
+            free(addrs)
+            free(views)
+        if r < 0:
+            if r == -EAGAIN or r == -EWOULDBLOCK or r == -ENOBUFS:
+                self._owe_drain()
+                return 0
+            _raise_errno(-r)
+        if r < n:
+            self._owe_drain()
+        return r
+
+    # -- lifecycle --
+
+    def close(self):
+        """Close the socket; `close(sock, None)` fires once. Idempotent."""
+        cdef Loop loop = self.loop
+        cdef int fd = self.fd
+        cdef object h
+        if self.uflags & U_CLOSED:
+            return
+        self.uflags |= U_CLOSED
+        self.uflags &= ~U_DRAIN_OWED
+        if self.mask:
+            bs_poller_del(&loop.poller, fd, self.mask)
+            self.mask = 0
+        if self.uflags & U_REFED:
+            loop.refs -= 1
+        loop._retire(self)
+        try:
+            h = self.on_close
+            if h is not None:
+                call_handler(loop, h, self, self.on_error, 1, None)
+        finally:
+            # The fd outlives the handler so the addresses still answer inside `close`.
+            c_close(fd)
+            self.fd = -1
+
+    def reload(self, socket):
+        """Swap the handler table (an object or a mapping of data/drain/error/close)."""
+        from ._udp_api import resolve_udp_handlers
+        self.on_data, self.on_drain, self.on_error, self.on_close = resolve_udp_handlers(socket)
+
+    def ref(self):
+        """Make this socket keep run() going (the default). Returns the socket."""
+        if not (self.uflags & U_REFED):
+            self.uflags |= U_REFED
+            if not (self.uflags & U_CLOSED):
+                self.loop.refs += 1
+        return self
+
+    def unref(self):
+        """Let run() return while this socket is open. Returns the socket."""
+        if self.uflags & U_REFED:
+            self.uflags &= ~U_REFED
+            if not (self.uflags & U_CLOSED):
+                self.loop.refs -= 1
+        return self
+
+    def fileno(self):
+        """The OS descriptor (-1 once closed)."""
+        return self.fd
+
+    # -- socket options --
+
+    def set_broadcast(self, bint on=True):
+        """SO_BROADCAST: allow sending to broadcast addresses. Raises OSError on failure."""
+        self._check_open()
+        _check_r(bs_udp_set_broadcast(self.fd, on))
+
+    def set_ttl(self, ttl):
+        """IP_TTL / IPV6_UNICAST_HOPS for unicast datagrams (1..255)."""
+        self._check_open()
+        _check_r(bs_udp_set_ttl(self.fd, self.fam, _udp_int("ttl", ttl, 1, 255)))
+
+    def set_multicast_ttl(self, ttl):
+        """IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS (0..255; 1, the default, stays on the link)."""
+        self._check_open()
+        _check_r(bs_udp_set_multicast_ttl(self.fd, self.fam, _udp_int("ttl", ttl, 0, 255)))
+
+    def set_multicast_loopback(self, bint on=True):
+        """IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP: whether this host's own members get our
+        multicast datagrams."""
+        self._check_open()
+        _check_r(bs_udp_set_multicast_loopback(self.fd, self.fam, on))
+
+    def set_multicast_interface(self, interface_address):
+        """IP_MULTICAST_IF / IPV6_MULTICAST_IF: the interface our multicast datagrams leave by
+        (IPv4: its address, e.g. "127.0.0.1"; IPv6: its name or index). ValueError for a
+        malformed address or unknown interface, OSError when the kernel refuses."""
+        cdef int r
+        self._check_open()
+        r = bs_udp_set_multicast_interface(self.fd, self.fam,
+                                           _cstr("interface_address", interface_address))
+        if r == -_errno.EINVAL or r == -_errno.ENXIO:
+            raise ValueError("not an interface for this socket's family: %r" % (interface_address,))
+        _check_r(r)
+
+    def add_membership(self, multicast_address, interface_address=None):
+        """Join a multicast group. interface_address: IPv4 - a local interface's address;
+        IPv6 - an interface name or index; None lets the kernel choose. ValueError for a
+        malformed address, OSError when the kernel refuses."""
+        self._membership(True, multicast_address, interface_address)
+
+    def drop_membership(self, multicast_address, interface_address=None):
+        """Leave a multicast group joined with add_membership() (same arguments)."""
+        self._membership(False, multicast_address, interface_address)
+
+    def _membership(self, bint add, group, iface):
+        cdef int r
+        self._check_open()
+        bg = _cstr("multicast_address", group)
+        if iface is None:
+            r = bs_udp_membership(self.fd, self.fam, add, bg, NULL)
+        else:
+            bi = _cstr("interface_address", iface)
+            r = bs_udp_membership(self.fd, self.fam, add, bg, bi)
+        if r == -_errno.EINVAL or r == -_errno.ENXIO:
+            raise ValueError("not a multicast group / interface of this socket's family: %r, %r"
+                             % (group, iface))
+        _check_r(r)
+
+    # -- properties --
+
+    cdef object _name(self, bint peer):
+        cdef bs_addr a
+        cached = self._remote if peer else self._local
+        if cached is not None:
+            return cached
+        if self.fd < 0 or self.fam == BS_AF_UNIX or (peer and not (self.uflags & U_CONNECTED)):
+            return (None, None)
+        if bs_udp_name(self.fd, peer, &a) < 0:
+            return (None, None)
+        res = _addr_pair(&a)
+        if peer:
+            self._remote = res
+        else:
+            self._local = res
+        return res
+
+    @property
+    def hostname(self):
+        """The hostname given to udp_socket()."""
+        return self._hostname
+
+    @property
+    def port(self):
+        """The bound local port."""
+        return self._name(False)[1]
+
+    @property
+    def address(self):
+        """The bound local address as text."""
+        return self._name(False)[0]
+
+    @property
+    def family(self):
+        """"IPv4" or "IPv6"."""
+        return {BS_AF_INET: "IPv4", BS_AF_INET6: "IPv6"}.get(self.fam)
+
+    @property
+    def remote_address(self):
+        """The peer's address on a connected socket, else None."""
+        return self._name(True)[0]
+
+    @property
+    def remote_port(self):
+        """The peer's port on a connected socket, else None."""
+        return self._name(True)[1]
+
+    @property
+    def closed(self):
+        """True once close() was called."""
+        return bool(self.uflags & U_CLOSED)
+
+    @property
+    def loop(self):
+        """The Loop this socket belongs to."""
+        return self.loop
+
+    def __repr__(self):
+        local = self._name(False)
+        return "<bunsock.UdpSocket %s:%s%s>" % (local[0], local[1],
+                                                " closed" if self.uflags & U_CLOSED else "")
+
+
+cdef int _check_r(int r) except -1:
+    if r < 0:
+        _raise_errno(-r)
+    return 0
+
+
+def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str ip, int port,
+             bint reuse_port, bint ipv6_only, hostname, connect_ip, int connect_port):
+    """Bind (and connect) a UdpSocket; the argument checking is bunsock._udp_api's."""
+    cdef int fd, r
+    cdef bs_addr peer
+    loop._check_open()
+    fd = bs_udp_open(family, ip.encode(), port, reuse_port, ipv6_only)
+    if fd < 0:
+        _raise_errno(-fd)
+    if connect_ip is not None:
+        r = bs_addr_parse((<str>connect_ip).encode(), connect_port, family, &peer)
+        if r == 0:
+            r = bs_udp_connect(fd, &peer)
+        if r < 0:
+            c_close(fd)
+            if r == -_errno.EAFNOSUPPORT:
+                raise ValueError("cannot connect an IPv4 socket to the IPv6 address %r"
+                                 % (connect_ip,))
+            _raise_errno(-r)
+    return _udp_register(loop, handlers, data, binary_type, family, fd, hostname,
+                         connect_ip is not None)
+
+
+def _udp_adopt(Loop loop, tuple handlers, data, int binary_type, int fd):
+    """Tests only: wrap a connected unix datagram socket (socketpair) as a UdpSocket. Loopback
+    UDP never refuses a send (the kernel frees the buffer at once), a unix datagram socket does,
+    so this is how the send-returns-False / drain path is exercised on real sockets."""
+    return _udp_register(loop, handlers, data, binary_type, BS_AF_UNIX, fd, None, True)
+
+
+cdef UdpSocket _udp_register(Loop loop, tuple handlers, data, int binary_type, int family, int fd,
+                             hostname, bint connected):
+    cdef UdpSocket u = UdpSocket.__new__(UdpSocket)
+    u.loop = loop
+    u.fd = fd
+    u.data = data
+    u.binary_type = binary_type
+    u.fam = family
+    u._hostname = hostname
+    u.on_data, u.on_drain, u.on_error, u.on_close = handlers
+    if loop.udp_rx is None:
+        loop.udp_rx = _UdpArea.__new__(_UdpArea)
+    if bs_poller_add(&loop.poller, fd, <void *>u, BS_READABLE) < 0:
+        err = errno_value()
+        c_close(fd)
+        u.fd = -1
+        u.uflags = U_CLOSED
+        _raise_errno(err)
+    u.mask = BS_READABLE
+    u.uflags = U_REFED | (U_CONNECTED if connected else 0)
+    loop.refs += 1
+    Py_INCREF(u)     # the poller's reference, dropped by close()
+    # Read now, so port/address (and the peer's) still answer after close().
+    u._name(False)
+    u._name(True)
+    return u
