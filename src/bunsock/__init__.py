@@ -12,6 +12,7 @@
 from ._abs import ArrayBufferSink
 from ._api import connect, listen
 from ._loop import Listener, Loop, Socket, Timer, backend, get_loop
+from ._sockinfo import TcpInfo
 from .serve import serve
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Listener",
     "Loop",
     "Socket",
+    "TcpInfo",
     "Timer",
     "backend",
     "call_every",
