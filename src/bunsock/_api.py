@@ -259,7 +259,7 @@ def _listen(loop, ctx, data, hostname, port, unix, path, backlog, reuse_port, ip
 
 
 def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None, tls=None,
-            allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
+            session=None, allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
             binary_type="bytes", timeout=None, happy_eyeballs_delay=0.25, pause_on_connect=False,
             sockopts=None, fastopen=False, freebind=False, transparent=False, mark=None,
             send_buffer_size=None, recv_buffer_size=None, loop=None):
@@ -287,7 +287,9 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     server_hostname = None
     if tls is not None and tls is not False:
         from ._tlsconfig import client_context
-        tls_ctx, server_hostname = client_context(tls, hostname)
+        tls_ctx, server_hostname = client_context(tls, hostname, session)
+    elif session is not None:
+        raise ValueError("session= resumes a TLS session: it needs tls=")
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, timeout_s, tls_ctx,
                     False, server_hostname, pause_on_connect)
     loop = loop if loop is not None else _loop.get_loop()
@@ -314,5 +316,5 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     if tls_ctx is not None:
         # Writes made while connecting and handshaking are held by TLS, sent after the handshake.
         from ._tls import attach
-        attach(sock, tls_ctx, False, server_hostname)
+        attach(sock, tls_ctx, False, server_hostname, session)
     return sock

@@ -223,6 +223,8 @@ cdef class _TlsHook:
     cdef Py_ssize_t buffered(self) noexcept                             # plaintext held back
     cdef bint handshaking(self) noexcept
     cdef int timed_out(self, Socket s) except -1                        # the handshake's deadline
+    cdef int seal_corked(self, Socket s) except -1      # plaintext corked by a handler -> records
+    cdef Py_ssize_t corked_len(self) noexcept           # plaintext corked, not yet sealed
 
 
 # Every handler call goes through here (the error policy and the cork scope): _loop.pyx.

@@ -87,7 +87,9 @@ cdef class Socket(_SocketReader):
 
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
-        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and self._pending():
+        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and (
+                self._pending() or ((self.flags & F_TLS) and
+                                    (<_TlsHook>self.ext.tls).corked_len())):
             # Only corked bytes are pending (no send refused them): without the cork they would
             # already be in the kernel, so `write(resp); close()` in a handler must still send
             # them. One non-blocking attempt; whatever the kernel refuses is dropped as documented.
@@ -429,6 +431,39 @@ cdef class Socket(_SocketReader):
         self.close()
         return False
 
+    # -- TLS session and identity (None on a plaintext socket) --
+
+    @property
+    def session(self):
+        """The TLS session (ssl.SSLSession) to resume later with connect(tls=..., session=...),
+        Bun's getSession(); None on a plaintext socket or before the handshake. With TLS 1.3
+        the server sends its tickets after the handshake: read it once data has arrived."""
+        t = self._tls()
+        return None if t is None else t.sslobj.session
+
+    @property
+    def session_reused(self):
+        """True when this connection resumed a previous TLS session (Bun's isSessionReused)."""
+        t = self._tls()
+        return False if t is None else t.sslobj.session_reused
+
+    @property
+    def server_hostname(self):
+        """The server name a TLS client verified and sent as SNI, or None (server side,
+        plaintext socket)."""
+        t = self._tls()
+        return None if t is None else t.sslobj.server_hostname
+
+    def getcertificate(self):
+        """This side's own certificate (the leaf loaded from tls['cert']) in DER, Bun's
+        getCertificate(); None on a plaintext socket, without a certificate, or when tls= was
+        an ssl.SSLContext the caller built (Python's ssl cannot read the certificate back out
+        of a context: ssl.DER_cert_to_PEM_cert() converts what this returns)."""
+        t = self._tls()
+        if t is None:
+            return None
+        return getattr(t.sslobj.context, "_bunsock_cert_der", None)
+
 
 cdef Py_ssize_t _slice_len(Py_ssize_t size, Py_ssize_t offset, object length) except -1:
     cdef Py_ssize_t n
@@ -474,4 +509,10 @@ cdef class _TlsHook:
         return False
 
     cdef int timed_out(self, Socket s) except -1:
+        return 0
+
+    cdef int seal_corked(self, Socket s) except -1:
+        return 0
+
+    cdef Py_ssize_t corked_len(self) noexcept:
         return 0

@@ -45,8 +45,10 @@ cdef class _SocketBase(_Handle):
         then on `close` fires exactly once."""
         cdef object h = self.ctx.on_open
         self.flags |= F_OPENED
-        if self.ctx.pause_on_connect and not (self.flags & F_PAUSED):
+        if (self.ctx.pause_on_connect and not (self.flags & F_PAUSED) and
+                not ((self.flags & F_TLS) and (<_TlsHook>self.ext.tls).handshaking())):
             # pause_on_connect: `open` sees a paused socket; nothing is read until resume().
+            # (A TLS handshake still to run needs to read: TLS pauses before `handshake`.)
             self.flags |= F_PAUSED
             if self.mask & BS_READABLE:
                 self._set_mask(self.mask & ~BS_READABLE)
