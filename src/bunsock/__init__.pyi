@@ -1,4 +1,5 @@
 import socket as _socket
+import ssl
 from types import TracebackType
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -79,6 +80,7 @@ class Socket:
     def upgrade_tls(self, tls: Any, *, server_side: bool = ...,
                     server_hostname: Optional[str] = ...) -> "Socket": ...
     def getpeercert(self, binary_form: bool = ...) -> Any: ...
+    def getcertificate(self) -> Optional[bytes]: ...
     def cipher(self) -> Optional[Tuple[str, str, int]]: ...
     def version(self) -> Optional[str]: ...
     @property
@@ -111,6 +113,12 @@ class Socket:
     def authorized(self) -> bool: ...
     @property
     def alpn_protocol(self) -> Optional[str]: ...
+    @property
+    def session(self) -> Optional[ssl.SSLSession]: ...
+    @property
+    def session_reused(self) -> bool: ...
+    @property
+    def server_hostname(self) -> Optional[str]: ...
 
 class Listener:
     data: Any
@@ -150,7 +158,8 @@ def listen(*, hostname: Optional[str] = ..., port: Optional[int] = ..., unix: Op
            loop: Optional[Loop] = ...) -> Listener: ...
 def connect(*, hostname: Optional[str] = ..., port: Optional[int] = ..., unix: Optional[str] = ...,
             sock: Optional[_socket.socket] = ...,
-            socket: Handlers, data: Any = ..., tls: Any = ..., allow_half_open: bool = ...,
+            socket: Handlers, data: Any = ..., tls: Any = ...,
+            session: Optional[ssl.SSLSession] = ..., allow_half_open: bool = ...,
             local_address: Optional[str] = ..., local_port: Optional[int] = ...,
             high_water_mark: Optional[int] = ..., binary_type: str = ...,
             timeout: Optional[float] = ..., happy_eyeballs_delay: Optional[float] = ...,
