@@ -204,7 +204,16 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
            pause_on_connect=False, sockopts=None, fastopen=None, defer_accept=None,
            freebind=False, transparent=False, mark=None, send_buffer_size=None,
            recv_buffer_size=None, loop=None):
-    """Bind and listen; connections are accepted on the loop and handed to `socket` handlers."""
+    """Bind and listen; connections are accepted on the loop and handed to `socket` handlers.
+
+    Where: hostname+port, unix, or an existing socket (fd= / sock=: bunsock takes it over and
+    closes it at stop(); a bound socket not yet listening gets listen(backlog)).
+    max_connections: stop accepting at this many live sockets, resume below it.
+    pause_on_connect: sockets start paused (open fires; data waits for resume()).
+    sockopts=[(level, option, int|bytes)], send_buffer_size, recv_buffer_size, fastopen (True
+    or queue length), defer_accept (s), freebind, transparent, mark: options set before bind().
+    Returns a Listener. Raises OSError (errno: EADDRINUSE, EPERM, ENOPROTOOPT, ENOTSOCK...),
+    ValueError / TypeError for bad arguments (docs/API.md section 2)."""
     adopt = fd is not None or sock is not None
     if adopt:
         if hostname is not None or port is not None or unix is not None:
@@ -265,7 +274,14 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
             send_buffer_size=None, recv_buffer_size=None, loop=None):
     """Start connecting; returns the Socket at once (ready_state "connecting"). `open` fires on
     success, `connect_error` on failure. `timeout` bounds resolution + connect, then becomes
-    the socket's idle timeout."""
+    the socket's idle timeout.
+
+    A name with several addresses races them (Happy Eyeballs): the next starts after
+    happy_eyeballs_delay seconds (0.25; 0 or None: one at a time) or when one fails.
+    sock=: adopt an already connected socket. session=: an ssl.SSLSession to resume (tls=).
+    pause_on_connect, sockopts and the named options as for listen() (fastopen: bool), set
+    before connect(). Raises OSError for an option the kernel refuses, ValueError / TypeError
+    for bad arguments (docs/API.md section 2)."""
     if sock is not None:
         if hostname is not None or port is not None or unix is not None:
             raise ValueError("give hostname/port, unix, or sock: one of them")

@@ -424,6 +424,7 @@ cdef class Socket(_SocketReader):
         return _tcp_stat(self.fd)
 
     def __enter__(self):
+        """`with sock:` returns the socket itself; leaving the block closes it."""
         return self
 
     def __exit__(self, t, v, tb):
