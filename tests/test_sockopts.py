@@ -84,6 +84,16 @@ def test_bad_option_raises_synchronously_with_errno(loop, no_leaks):
         bunsock.connect(hostname="127.0.0.1", port=1, socket=Echo(), sockopts=bad, loop=loop)
     assert ei.value.errno == errno.ENOPROTOOPT
     assert loop.refs == 0          # no socket was started
+    # On a socket whose connect has not started yet (no descriptor), too.
+    cli = bunsock.connect(hostname="127.0.0.1", port=1, socket=Echo(), loop=loop)
+    with pytest.raises(OSError) as ei:
+        cli.setsockopt(socket.SOL_SOCKET, 99999, 1)
+    assert ei.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(OSError) as ei:
+        cli.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    assert ei.value.errno == errno.ENOTCONN
+    cli.close()
+    run(loop, 5)
 
 
 @pytest.mark.parametrize("value, exc", [

@@ -310,6 +310,14 @@ cdef class Socket(_SocketReader):
             raise OSError(_errno.EBADF, "the socket is closed")
         if self.state == ST_CONNECTING:
             ext = self._get_ext()
+            if self.fd < 0 and not ext.attempts:
+                # No descriptor yet: a throwaway one reports the kernel's refusal now, not
+                # later as a connect_error.
+                o = _opt_list(opts)
+                r = bs_probe_sockopts(BS_AF_UNIX if self.flags & F_UNIX else BS_AF_INET,
+                                      o.opts, o.n)
+                if r < 0:
+                    _raise_errno(-r)
             o = ext.sockopts
             ext.sockopts = _opt_list((o.items if o is not None else ()) + opts)
             if ext.attempts:
@@ -342,7 +350,8 @@ cdef class Socket(_SocketReader):
         if self.state == ST_CLOSED:
             raise OSError(_errno.EBADF, "the socket is closed")
         if self.fd < 0:
-            raise OSError(_errno.ENOTCONN, "the socket has no descriptor yet (still resolving)")
+            raise OSError(_errno.ENOTCONN, "the socket has no descriptor yet (its connect has "
+                          "not started)")
         n = buflen if buflen else sizeof(int)
         r = bs_getsockopt(self.fd, level, option, buf, &n)
         if r < 0:
