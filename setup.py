@@ -47,8 +47,8 @@ directives = {
     "freethreading_compatible": False,
 }
 
-CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/sink.c", "csrc/timers.c", "csrc/waker.c",
-        "csrc/udp.c"]
+CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/sockopt.c", "csrc/sink.c",
+        "csrc/timers.c", "csrc/waker.c", "csrc/udp.c"]
 
 
 def ext(name, sources):

@@ -3,6 +3,7 @@
 
     PYTHONPATH=src python benchmarks/tls_echo.py                 # 3 interleaved reps, 3 s windows
     PYTHONPATH=src python benchmarks/tls_echo.py --reps 5 --seconds 5 --conns 50 --size 1024
+    PYTHONPATH=src python benchmarks/tls_echo.py --split 8   # server echoes in 8 write() calls
 
 Metric: **server CPU time per echoed message** (µs), from /proc/PID/task/*/schedstat sampled at
 the start and end of the measured window, divided by the messages the client completed in that
@@ -35,12 +36,23 @@ def server_ctx(cert, key):
     return ctx
 
 
+def split_of(buf):
+    """--split K: the echo is written in K pieces (a header + body + trailer style server), to
+    show what sealing one handler's writes into one TLS record saves."""
+    k = int(os.environ.get("TLS_ECHO_SPLIT", "1"))
+    if k <= 1:
+        return [buf]
+    step = max(1, -(-len(buf) // k))
+    return [buf[i:i + step] for i in range(0, len(buf), step)]
+
+
 def serve_bunsock(port_file, cert, key):
     import bunsock
 
     class Echo:
         def data(self, sock, buf):
-            sock.write(buf)
+            for piece in split_of(buf):
+                sock.write(piece)
 
     srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), tls=server_ctx(cert, key))
     with open(port_file + ".tmp", "w") as f:
@@ -59,7 +71,8 @@ def serve_uvloop(port_file, cert, key):
             self.t = transport
 
         def data_received(self, data):
-            self.t.write(data)
+            for piece in split_of(data):
+                self.t.write(piece)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -272,6 +285,8 @@ def main():
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--split", type=int, default=1,
+                    help="servers write each echo in this many write() calls")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--serve", choices=SERVERS)
     ap.add_argument("--client", action="store_true")
@@ -304,6 +319,7 @@ def main():
     cert.cert_chain_pems[0].write_to_path(certs + "/cert.pem")
     cert.private_key_pem.write_to_path(certs + "/key.pem")
     env = dict(os.environ)
+    env["TLS_ECHO_SPLIT"] = str(args.split)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "src"), env.get("PYTHONPATH", "")])
     servers = args.servers.split(",")
     results = {s: [] for s in servers}

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "net.h"
+#include "sockopt.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -106,6 +107,11 @@ static int fill_unix(const char *path, size_t pathlen, struct sockaddr_un *a, so
 }
 
 int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only) {
+    return bs_listen_tcp_ex(family, ip, port, backlog, reuse_port, ipv6_only, NULL, 0);
+}
+
+int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only,
+                     const bs_sockopt *opts, int nopts) {
     struct sockaddr_storage ss;
     socklen_t len;
     int one = 1, r = fill_inet(family, ip, port, &ss, &len);
@@ -126,18 +132,31 @@ int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_p
         int v6 = ipv6_only ? 1 : 0;
         if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) < 0) return fail_close(fd);
     }
+    /* The caller's options come last, so they may override the defaults above. */
+    if ((r = bs_apply_sockopts(fd, opts, nopts)) < 0) {
+        close(fd);
+        return r;
+    }
     if (bind(fd, (struct sockaddr *)&ss, len) < 0) return fail_close(fd);
     if (listen(fd, backlog) < 0) return fail_close(fd);
     return fd;
 }
 
 int bs_listen_unix(const char *path, size_t pathlen, int backlog) {
+    return bs_listen_unix_ex(path, pathlen, backlog, NULL, 0);
+}
+
+int bs_listen_unix_ex(const char *path, size_t pathlen, int backlog, const bs_sockopt *opts, int nopts) {
     struct sockaddr_un a;
     socklen_t len;
     int r = fill_unix(path, pathlen, &a, &len);
     if (r < 0) return r;
     int fd = new_socket(AF_UNIX);
     if (fd < 0) return fd;
+    if ((r = bs_apply_sockopts(fd, opts, nopts)) < 0) {
+        close(fd);
+        return r;
+    }
     if (bind(fd, (struct sockaddr *)&a, len) < 0) return fail_close(fd);
     if (listen(fd, backlog) < 0) return fail_close(fd);
     return fd;
@@ -183,12 +202,21 @@ static int start_connect(int fd, const struct sockaddr *sa, socklen_t len, int *
 
 int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, int local_port,
                    int *in_progress) {
+    return bs_connect_tcp_ex(family, ip, port, local_ip, local_port, NULL, 0, in_progress);
+}
+
+int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip, int local_port,
+                      const bs_sockopt *opts, int nopts, int *in_progress) {
     struct sockaddr_storage ss;
     socklen_t len;
     int r = fill_inet(family, ip, port, &ss, &len);
     if (r < 0) return r;
     int fd = new_socket(ss.ss_family);
     if (fd < 0) return fd;
+    if ((r = bs_apply_sockopts(fd, opts, nopts)) < 0) {
+        close(fd);
+        return r;
+    }
     if (local_ip || local_port) {
         struct sockaddr_storage ls;
         socklen_t llen;
@@ -206,12 +234,21 @@ int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, i
 }
 
 int bs_connect_unix(const char *path, size_t pathlen, int *in_progress) {
+    return bs_connect_unix_ex(path, pathlen, NULL, 0, in_progress);
+}
+
+int bs_connect_unix_ex(const char *path, size_t pathlen, const bs_sockopt *opts, int nopts,
+                       int *in_progress) {
     struct sockaddr_un a;
     socklen_t len;
     int r = fill_unix(path, pathlen, &a, &len);
     if (r < 0) return r;
     int fd = new_socket(AF_UNIX);
     if (fd < 0) return fd;
+    if ((r = bs_apply_sockopts(fd, opts, nopts)) < 0) {
+        close(fd);
+        return r;
+    }
     return start_connect(fd, (struct sockaddr *)&a, len, in_progress);
 }
 

@@ -25,6 +25,18 @@ int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, i
 /* A unix connect never completes later: *in_progress is always 0; a full backlog is -EAGAIN. */
 int bs_connect_unix(const char *path, size_t pathlen, int *in_progress);
 int bs_socket_error(int fd);
+
+/* The same, with caller's options (sockopt.h) applied after bunsock's own and before bind() or
+ * connect(): TCP_FASTOPEN, IP_FREEBIND, SO_MARK, buffer sizes... */
+struct bs_sockopt;
+int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only,
+                     const struct bs_sockopt *opts, int nopts);
+int bs_listen_unix_ex(const char *path, size_t pathlen, int backlog, const struct bs_sockopt *opts,
+                      int nopts);
+int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip, int local_port,
+                      const struct bs_sockopt *opts, int nopts, int *in_progress);
+int bs_connect_unix_ex(const char *path, size_t pathlen, const struct bs_sockopt *opts, int nopts,
+                       int *in_progress);
 int bs_set_nodelay(int fd, int on);
 int bs_set_keepalive(int fd, int on, int initial_delay);
 int bs_set_linger0(int fd);

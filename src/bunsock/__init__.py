@@ -13,6 +13,7 @@ from ._abs import ArrayBufferSink
 from ._api import connect, listen
 from ._loop import Group, Listener, Loop, Socket, Timer, UdpSocket, backend, get_loop
 from ._udp_api import udp_socket
+from ._sockinfo import TcpInfo
 from .serve import serve
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Listener",
     "Loop",
     "Socket",
+    "TcpInfo",
     "Timer",
     "UdpSocket",
     "backend",

@@ -85,6 +85,38 @@ cdef extern from "net.h" nogil:
     ssize_t bs_recv(int fd, void *p, size_t n)
 
 
+cdef extern from "sockopt.h" nogil:
+    ctypedef struct bs_sockopt:
+        int level
+        int name
+        const void *value
+        unsigned int len
+    ctypedef struct bs_tcpstat:
+        uint32_t rtt_us, rttvar_us, retransmits, cwnd, unacked
+        int has_delivery_rate
+        uint64_t delivery_rate
+    enum:
+        BS_OPT_SNDBUF, BS_OPT_RCVBUF, BS_OPT_KEEPALIVE, BS_OPT_KEEPIDLE, BS_OPT_KEEPINTVL,
+        BS_OPT_KEEPCNT, BS_OPT_USER_TIMEOUT, BS_OPT_FASTOPEN, BS_OPT_FASTOPEN_CONNECT,
+        BS_OPT_DEFER_ACCEPT, BS_OPT_FREEBIND, BS_OPT_TRANSPARENT, BS_OPT_MARK, BS_OPT_COUNT
+    int bs_named_sockopt(int which, int *level, int *name)
+    int bs_apply_sockopts(int fd, const bs_sockopt *opts, int n)
+    int bs_probe_sockopts(int family, const bs_sockopt *opts, int n)
+    int bs_setsockopt(int fd, int level, int name, const void *value, unsigned int len)
+    int bs_getsockopt(int fd, int level, int name, void *out, unsigned int *len)
+    int bs_adopt(int fd, int *family, int *listening)
+    int bs_listen_fd(int fd, int backlog)
+    int bs_tcp_stat(int fd, bs_tcpstat *out)
+    int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reuse_port,
+                         int ipv6_only, const bs_sockopt *opts, int nopts)
+    int bs_listen_unix_ex(const char *path, size_t pathlen, int backlog, const bs_sockopt *opts,
+                          int nopts)
+    int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip,
+                          int local_port, const bs_sockopt *opts, int nopts, int *in_progress)
+    int bs_connect_unix_ex(const char *path, size_t pathlen, const bs_sockopt *opts, int nopts,
+                           int *in_progress)
+
+
 cdef extern from "waker.h" nogil:
     ctypedef struct bs_waker:
         int rfd

@@ -74,21 +74,34 @@ cdef class Listener(_Handle):
             _accept_socket(self, fd)
             if self.stopped:
                 return 0
+            if self.max_conns and self._connections >= self.max_conns:
+                # At the limit: leave further connections in the kernel's backlog (they are
+                # accepted when a socket closes) instead of accepting and closing them.
+                self.full = True
+                self._update_accept()
+                return 0
         return 0
 
     cdef _pause_accept(self):
         if self.backoff is not None or self.stopped:
             return
-        if bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask, 0) == 0:
-            self.mask = 0
         self.backoff = self.loop.call_later(ACCEPT_BACKOFF_S, self._resume_accept)
         self.backoff.unref()
+        self._update_accept()
 
     def _resume_accept(self):
         self.backoff = None
-        if not self.stopped and bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask,
-                                              BS_READABLE) == 0:
-            self.mask = BS_READABLE
+        self._update_accept()
+
+    cdef _update_accept(self):
+        """Accept interest on while neither the EMFILE back-off nor max_connections holds it."""
+        cdef uint32_t want
+        if self.stopped:
+            return
+        want = 0 if (self.backoff is not None or self.full) else BS_READABLE
+        if want != self.mask and bs_poller_mod(&self.loop.poller, self.fd, <void *>self,
+                                               self.mask, want) == 0:
+            self.mask = want
 
     cdef _link(self, Socket s):
         s.lnext = self.head
@@ -107,6 +120,9 @@ cdef class Listener(_Handle):
         s.lprev = None
         s.lnext = None
         self._connections -= 1
+        if self.full and self._connections < self.max_conns:
+            self.full = False
+            self._update_accept()
 
     def stop(self, bint close_active=False):
         """Stop accepting. With close_active=True, close every accepted socket now (each `close`
@@ -192,6 +208,36 @@ cdef class Listener(_Handle):
     @property
     def connections(self):
         return self._connections
+
+    # -- added by the socket-control work (issue 14) --
+
+    @property
+    def address(self):
+        """The bound address: (ip, port) for TCP, the real one (so "0.0.0.0"/"::" read back as
+        given, and port=0 as the port picked); the path (str) for a unix listener. Still
+        answers after stop()."""
+        cdef char buf[128]
+        cdef int port = 0, fam
+        if self._address is None:
+            if self._unix is not None:
+                return self._unix
+            if self.fd < 0:
+                return None
+            fam = bs_sockname(self.fd, 0, buf, sizeof(buf), &port)
+            if fam < 0:
+                _raise_errno(-fam)
+            if fam == BS_AF_UNIX:
+                return None
+            self._address = (buf.decode(), port)
+        return self._address
+
+    def _set_max_connections(self, Py_ssize_t n):
+        self.max_conns = n
+
+    @property
+    def max_connections(self):
+        """The max_connections given to listen(), or None."""
+        return self.max_conns if self.max_conns else None
 
     @property
     def loop(self):

@@ -46,6 +46,7 @@ cdef class _Ctx:
     cdef object tls              # ssl.SSLContext or None
     cdef object tls_server_side
     cdef object server_hostname
+    cdef bint pause_on_connect   # sockets start paused: `open` fires, `data` waits for resume()
     cdef set_handlers(self, tuple h)
     cdef _Ctx copy(self)
     cdef tuple handlers(self)
@@ -140,6 +141,9 @@ cdef class Listener(_Handle):
     cdef Socket head              # accepted sockets still open (intrusive list)
     cdef bint refed, stopped
     cdef Timer backoff
+    cdef Py_ssize_t max_conns     # max_connections (0: no limit)
+    cdef bint full                # at max_conns: not accepting until a socket closes
+    cdef object _address          # (ip, port) bound, read once at creation
     @staticmethod
     cdef Listener _new(Loop loop, _Ctx ctx, data, int fd)
     cdef _pause_accept(self)
@@ -147,11 +151,16 @@ cdef class Listener(_Handle):
     cdef _unlink_own_path(self)
     cdef _link(self, Socket s)
     cdef _unlink(self, Socket s)
+    cdef _update_accept(self)
 
 cdef class _SockExt:
     cdef public object peer, local, addrs, host, local_ip, unix_path, tls, last_exc
     cdef public int port, local_port, addr_index
     cdef list groups              # the Groups this socket is in (None: none)
+    cdef public object sockopts       # _OptList applied to each connect attempt, or None
+    cdef public object attempts       # Happy Eyeballs: list of _Attempt still connecting
+    cdef public object he_timer       # Happy Eyeballs: the next attempt's delay Timer
+    cdef public double he_delay       # seconds between attempts (0: one at a time)
 
 cdef class _CorkCtx:
     cdef Socket s
@@ -217,6 +226,7 @@ cdef class _SocketReader(_SocketWriter):
 cdef class Socket(_SocketReader):
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
+    cdef int _setopts(self, tuple opts) except -1
 
 
 cdef class _TlsHook:
@@ -230,6 +240,8 @@ cdef class _TlsHook:
     cdef Py_ssize_t buffered(self) noexcept                             # plaintext held back
     cdef bint handshaking(self) noexcept
     cdef int timed_out(self, Socket s) except -1                        # the handshake's deadline
+    cdef int seal_corked(self, Socket s) except -1      # plaintext corked by a handler -> records
+    cdef Py_ssize_t corked_len(self) noexcept           # plaintext corked, not yet sealed
 
 
 # Every handler call goes through here (the error policy and the cork scope): _loop.pyx.

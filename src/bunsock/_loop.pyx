@@ -9,6 +9,7 @@ handler's exception is routed to `error` instead of escaping into the loop.
 The module is one C extension (calls between its parts are direct C calls) assembled from rooms,
 one concern each:
   _timer.pxi        Timer (call_later / call_every / call_soon)
+  _sockopt.pxi      socket option lists (before bind/connect), named options, TCP statistics
   _loopcore.pxi     Loop: iteration, handler scope and cork list, factories, get_loop, fork
   _recvbuf.pxi      the loop's receive buffer and the memoryviews lent out of it
   _listener.pxi     Listener: accept
@@ -18,6 +19,7 @@ one concern each:
   _sock_api.pxi     Socket: the public methods and properties
   _udp.pxi          UdpSocket: datagrams in recvmmsg batches, send/send_many
   _group.pxi        Group: one write to many sockets (broadcast)
+  _happy.pxi        Happy Eyeballs: several connect attempts racing for one Socket
 The parts of Socket extend one another, so their methods are virtual; hot-path calls name the
 class (`_SocketWriter._flush(self)`), which Cython compiles to a direct C call the compiler can
 inline.
@@ -43,6 +45,7 @@ from ._core cimport *
 import collections
 import errno as _errno
 import os
+import struct as _struct
 import threading
 import weakref
 
@@ -258,6 +261,7 @@ HANDLER_NAMES = ("open", "data", "drain", "close", "error", "end", "timeout", "c
 BINARY_TYPES = {"bytes": BT_BYTES, "bytearray": BT_BYTEARRAY, "memoryview": BT_MEMORYVIEW}
 FAMILY_INET = BS_AF_INET
 FAMILY_INET6 = BS_AF_INET6
+FAMILY_UNIX = BS_AF_UNIX
 
 
 cdef class _Ctx:
@@ -269,7 +273,8 @@ cdef class _Ctx:
 
     cdef _Ctx copy(self):
         return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,
-                         self.idle_ms, self.tls, self.tls_server_side, self.server_hostname)
+                         self.idle_ms, self.tls, self.tls_server_side, self.server_hostname,
+                         self.pause_on_connect)
 
     cdef tuple handlers(self):
         return (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error,
@@ -277,7 +282,8 @@ cdef class _Ctx:
 
 
 def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t hwm,
-              uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None):
+              uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None,
+              bint pause_on_connect=False):
     cdef _Ctx c = _Ctx.__new__(_Ctx)
     c.set_handlers(handlers)
     c.binary_type = binary_type
@@ -287,6 +293,7 @@ def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t 
     c.tls = tls
     c.tls_server_side = tls_server_side
     c.server_hostname = server_hostname
+    c.pause_on_connect = pause_on_connect
     return c
 
 
@@ -313,6 +320,7 @@ cdef inline int errno_value() noexcept nogil:
 
 
 include "_timer.pxi"
+include "_sockopt.pxi"
 include "_loopcore.pxi"
 include "_recvbuf.pxi"
 include "_listener.pxi"
@@ -322,3 +330,4 @@ include "_sock_read.pxi"
 include "_sock_api.pxi"
 include "_udp.pxi"
 include "_group.pxi"
+include "_happy.pxi"

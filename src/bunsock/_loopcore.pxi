@@ -443,23 +443,32 @@ cdef class Loop:
     # -- factories used by the Python API (bunsock/_api.py) --
 
     def _listen_tcp(self, _Ctx ctx, data, int family, str ip, int port, int backlog,
-                    bint reuse_port, bint ipv6_only, hostname):
+                    bint reuse_port, bint ipv6_only, hostname, sockopts=None):
         cdef int fd
+        cdef _OptList o = _opt_list(sockopts)
         _check_thread(self)
         self._check_open()
-        fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only)
+        if o is None:
+            fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only)
+        else:
+            fd = bs_listen_tcp_ex(family, ip.encode(), port, backlog, reuse_port, ipv6_only,
+                                  o.opts, o.n)
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
         lst._hostname = hostname
-        lst._port = bs_local_port(fd)
+        lst._port = lst.address[1]      # the real port (port=0 picks one); address is cached
         return lst
 
-    def _listen_unix(self, _Ctx ctx, data, bytes path, display, int backlog):
+    def _listen_unix(self, _Ctx ctx, data, bytes path, display, int backlog, sockopts=None):
         cdef int fd
+        cdef _OptList o = _opt_list(sockopts)
         _check_thread(self)
         self._check_open()
-        fd = bs_listen_unix(path, len(path), backlog)
+        if o is None:
+            fd = bs_listen_unix(path, len(path), backlog)
+        else:
+            fd = bs_listen_unix_ex(path, len(path), backlog, o.opts, o.n)
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
@@ -471,8 +480,10 @@ cdef class Loop:
         return lst
 
     def _connect(self, _Ctx ctx, data, addrs, host, int port, local_ip, int local_port,
-                 bytes unix_path, double timeout):
-        """addrs: list of (family, ip) to try in order, or None to resolve `host` off-thread."""
+                 bytes unix_path, double timeout, sockopts=None, double he_delay=0.0):
+        """addrs: list of (family, ip) to try in order, or None to resolve `host` off-thread.
+        he_delay: with several addresses, start the next attempt after this many seconds
+        without waiting for the previous one to fail (Happy Eyeballs; 0: one at a time)."""
         cdef Socket s
         _check_thread(self)
         self._check_open()
@@ -485,6 +496,8 @@ cdef class Loop:
         ext.local_ip = local_ip
         ext.local_port = local_port
         ext.unix_path = unix_path
+        ext.sockopts = _opt_list(sockopts)
+        ext.he_delay = he_delay
         if timeout > 0:
             self._arm(&s.t, timeout)      # bounds resolution + connect (+ TLS handshake)
         if unix_path is not None or addrs is not None:
@@ -493,6 +506,57 @@ cdef class Loop:
             self.call_soon(s._try_connect)
         else:
             self._resolve(host, port, s._resolved)
+        return s
+
+    def _adopt_listener(self, _Ctx ctx, data, int fd, int backlog, hostname, unix,
+                        sockopts=None):
+        """listen(fd=/sock=): a descriptor someone else bound (systemd socket activation, a
+        supervisor's hand-off) becomes a Listener as if listen() had made it; listen(backlog)
+        is called when it is not listening yet. On success bunsock owns fd (stop() closes it);
+        on failure fd is left open."""
+        cdef int family = 0, listening = 0, r
+        cdef _OptList o = _opt_list(sockopts)
+        self._check_open()
+        r = bs_adopt(fd, &family, &listening)
+        if r == 0 and o is not None:
+            r = bs_apply_sockopts(fd, o.opts, o.n)
+        if r == 0 and not listening:
+            r = bs_listen_fd(fd, backlog)
+        if r < 0:
+            _raise_errno(-r)
+        lst = Listener._new(self, ctx, data, fd)
+        lst._unix = unix
+        if family != BS_AF_UNIX:
+            lst._port = lst.address[1]
+            lst._hostname = hostname if hostname is not None else lst.address[0]
+        return lst
+
+    def _adopt_connected(self, _Ctx ctx, data, int fd, host, sockopts=None):
+        """connect(sock=): an already connected stream socket (socketpair(), a hand-off) gets
+        the client table. It is registered for writability, so `open` fires from the loop on
+        the first iteration exactly as for a connect bunsock made."""
+        cdef int family = 0, listening = 0, r
+        cdef Socket s
+        cdef _OptList o = _opt_list(sockopts)
+        self._check_open()
+        r = bs_adopt(fd, &family, &listening)
+        if r == 0 and o is not None:
+            r = bs_apply_sockopts(fd, o.opts, o.n)
+        if r < 0:
+            _raise_errno(-r)
+        s = _new_socket(self, ctx, data, -1, None)
+        s.state = ST_CONNECTING
+        s.flags |= F_CLIENT | (F_UNIX if family == BS_AF_UNIX else 0)
+        ext = s._get_ext()
+        ext.host = host
+        ext.addrs = []          # nothing to fall back to: a failure is the connect_error
+        if bs_poller_add(&self.poller, fd, <void *>s, BS_WRITABLE) < 0:
+            r = errno_value()
+            s._teardown()
+            _raise_errno(r)
+        s.fd = fd
+        s.flags |= F_REGISTERED
+        s.mask = BS_WRITABLE
         return s
 
 

@@ -39,9 +39,24 @@ def _text(fam, sa):
     return ip
 
 
+def interleave(addrs):
+    """RFC 8305 section 4: alternate address families, starting with the resolver's first
+    choice, so that Happy Eyeballs' second attempt uses the other family (a broken IPv6 path
+    then costs one attempt delay, not one per IPv6 address)."""
+    if len(addrs) < 3:
+        return addrs
+    first = [a for a in addrs if a[0] == addrs[0][0]]
+    other = [a for a in addrs if a[0] != addrs[0][0]]
+    out = []
+    for i in range(max(len(first), len(other))):
+        out.extend(x[i] for x in (first, other) if i < len(x))
+    return out
+
+
 def lookup(host, port, passive=False):
-    """getaddrinfo(host, port) as [(family, address)], in the resolver's order; OSError (with the
-    resolver's errno and the name) when the name does not resolve."""
+    """getaddrinfo(host, port) as [(family, address)], in the resolver's order (connect():
+    families interleaved); OSError (with the resolver's errno and the name) when the name does
+    not resolve."""
     try:
         infos = _socket.getaddrinfo(host, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, 0,
                                     _socket.AI_PASSIVE if passive else 0)
@@ -52,4 +67,4 @@ def lookup(host, port, passive=False):
         code = _FAMILIES.get(fam)
         if code is not None and (code, _text(fam, sa)) not in out:
             out.append((code, _text(fam, sa)))
-    return out
+    return out if passive else interleave(out)

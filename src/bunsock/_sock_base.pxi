@@ -45,6 +45,13 @@ cdef class _SocketBase(_Handle):
         then on `close` fires exactly once."""
         cdef object h = self.ctx.on_open
         self.flags |= F_OPENED
+        if (self.ctx.pause_on_connect and not (self.flags & F_PAUSED) and
+                not ((self.flags & F_TLS) and (<_TlsHook>self.ext.tls).handshaking())):
+            # pause_on_connect: `open` sees a paused socket; nothing is read until resume().
+            # (A TLS handshake still to run needs to read: TLS pauses before `handshake`.)
+            self.flags |= F_PAUSED
+            if self.mask & BS_READABLE:
+                self._set_mask(self.mask & ~BS_READABLE)
         if h is not None and call_handler(self.loop, h, self, self.ctx.on_error, 0):
             self._close(None)      # `open` raised: the socket closes (`close` still fires)
         return 0
@@ -81,6 +88,8 @@ cdef class _SocketBase(_Handle):
         self._deregister_quiet()
         self.mask = 0
         bs_wheel_cancel(&loop.wheel, &self.t)
+        if self.ext is not None and self.ext.attempts is not None:
+            _he_abort(<Socket>self)          # Happy Eyeballs attempts still connecting
         bs_sink_free(&self.sink)
         self.cork_obj = None
         self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)

@@ -172,12 +172,15 @@ cdef class _SocketReader(_SocketWriter):
         cdef object last = ext.last_exc
         if self.state != ST_CONNECTING:
             return
+        if ext.he_delay > 0 and ext.unix_path is None and len(ext.addrs) > 1:
+            _he_next(<Socket>self)       # several addresses: they race (_happy.pxi)
+            return
         while True:
             if ext.unix_path is not None:
                 if ext.addr_index > 0:
                     break
                 ext.addr_index = 1
-                fd = bs_connect_unix(ext.unix_path, len(ext.unix_path), &in_progress)
+                fd = _start_connect_unix(ext, &in_progress)
                 if fd == -EAGAIN:
                     last = OSError(EAGAIN, "cannot connect to %r: its listener's backlog is full"
                                    % (ext.host if ext.host is not None else ext.unix_path,))
@@ -187,12 +190,7 @@ cdef class _SocketReader(_SocketWriter):
                     break
                 family, ip = ext.addrs[ext.addr_index]
                 ext.addr_index += 1
-                bip = ip.encode()
-                if ext.local_ip is not None:
-                    blocal = ext.local_ip.encode()
-                    fd = bs_connect_tcp(family, bip, ext.port, blocal, ext.local_port, &in_progress)
-                else:
-                    fd = bs_connect_tcp(family, bip, ext.port, NULL, ext.local_port, &in_progress)
+                fd = _start_connect_tcp(ext, family, ip, &in_progress)
             if fd < 0:
                 last = _oserror(-fd)
                 continue
@@ -250,3 +248,25 @@ cdef class _SocketReader(_SocketWriter):
         from ._tls import start_from_ctx
         start_from_ctx(self, self.ctx.tls, self.ctx.tls_server_side, self.ctx.server_hostname)
         return 0
+
+
+cdef int _start_connect_tcp(_SockExt ext, int family, str ip, int *in_progress) except? -1:
+    """One non-blocking TCP connect to (family, ip) with the socket's local address and options
+    applied before it: the fd, or -errno."""
+    cdef _OptList o = ext.sockopts
+    cdef bytes bip = ip.encode()
+    cdef bytes blocal = ext.local_ip.encode() if ext.local_ip is not None else None
+    cdef const char *local = NULL
+    if blocal is not None:
+        local = blocal
+    if o is None:
+        return bs_connect_tcp(family, bip, ext.port, local, ext.local_port, in_progress)
+    return bs_connect_tcp_ex(family, bip, ext.port, local, ext.local_port, o.opts, o.n,
+                             in_progress)
+
+
+cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
+    cdef _OptList o = ext.sockopts
+    if o is None:
+        return bs_connect_unix(ext.unix_path, len(ext.unix_path), in_progress)
+    return bs_connect_unix_ex(ext.unix_path, len(ext.unix_path), o.opts, o.n, in_progress)

@@ -176,6 +176,12 @@ cdef class _SocketWriter(_SocketBase):
         cdef object o
         if self.state != ST_OPEN:
             return 0
+        if self.flags & F_TLS:
+            # Plaintext a handler wrote is sealed now, as few records as possible, ahead of
+            # whatever this flush sends.
+            (<_TlsHook>self.ext.tls).seal_corked(<Socket>self)
+            if self.state != ST_OPEN:
+                return 0
         o = self.cork_obj
         if o is not None:
             self.cork_obj = None

@@ -19,11 +19,16 @@ a small record).
 Writes made before the handshake completes are kept (in order) and sent after it (Bun loses them).
 """
 cimport cython
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
+                               PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
 
 from ._loop cimport *
 
 import errno
+import os
 import ssl
 
 from ._tlsconfig import client_context, server_context
@@ -51,9 +56,17 @@ cdef enum:
     # the rest of the connection's life.
     CHUNK_IN = 16384
     CHUNK_OUT = 65536
+    # Plaintext written inside one handler (or cork() block) is kept up to this much and sealed
+    # when it returns: records of up to 16 KiB instead of one record per write() (the same
+    # limit as the loop's raw cork).
+    CORK_PLAIN = 65536
 
 # Bound on a handshake when the socket has no idle timeout (seconds; Node's default is 120 s).
 cdef double HANDSHAKE_TIMEOUT_S = 30.0
+
+
+include "_heaptrim.pxi"
+
 
 cdef object SSLWantReadError = ssl.SSLWantReadError
 cdef object SSLZeroReturnError = ssl.SSLZeroReturnError
@@ -80,6 +93,9 @@ cdef class TLSState(_TlsHook):
     cdef bint fire_open         # fire `open` after the handshake (no `handshake` handler)
     cdef bint notify_sent       # close_notify written
     cdef bint notify_seen       # the peer's close_notify was read
+    cdef bint pause_at_done     # pause_on_connect with a `handshake` handler: pause before it
+    cdef object cork_buf        # plaintext written while corked: a bytes, then a bytearray
+    cdef Py_ssize_t corked      # its length
 
     # -- moving ciphertext --
 
@@ -121,6 +137,7 @@ cdef class TLSState(_TlsHook):
         cdef object h
         cdef list pend
         self.hs = HS_DONE
+        _note_churn(s.loop)
         s._arm_idle()
         if self.sslobj.context.verify_mode != CERT_NONE:
             self.authorized = self._ssl.getpeercert(True) is not None
@@ -128,18 +145,23 @@ cdef class TLSState(_TlsHook):
         self.pending = None
         self.pending_len = 0
         if pend:
-            self.coalescing += 1        # many small held writes -> one raw write
+            # Many small held writes -> as few records as their size allows, one raw write.
+            data = pend[0] if len(pend) == 1 else b"".join(pend)
+            pend = None
+            self.coalescing += 1
             try:
-                for data in pend:
-                    self._seal(s, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
-                    if s.state != ST_OPEN:
-                        return 0
+                self._seal(s, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
             finally:
                 self.coalescing -= 1
+            if s.state != ST_OPEN:
+                return 0
         self._pull(s)
         if s.state != ST_OPEN:
             return 0
         h = s.ctx.on_handshake
+        if self.pause_at_done:
+            self.pause_at_done = False
+            s.pause()
         if h is not None:
             self._call_handshake(s, h, True, None)
         elif self.fire_open:
@@ -295,15 +317,16 @@ cdef class TLSState(_TlsHook):
     # -- writing --
 
     cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2:
-        cdef Py_ssize_t room
+        cdef Py_ssize_t room, used
         cdef object data
         if self.hs == HS_FAILED:
             return -1
         # high_water_mark caps plaintext before it is encrypted (ciphertext cannot be taken
         # back), before the handshake as after it. With nothing buffered a write is taken whole,
         # so high_water_mark=0 still makes progress.
-        if s.ctx.hwm >= 0 and s._pending() + self.buffered() > 0:
-            room = s._hwm_room(n)
+        if s.ctx.hwm >= 0 and s._pending() + self.buffered() + self.corked > 0:
+            used = s._pending() + self.buffered() + self.corked
+            room = 0 if used >= s.ctx.hwm else min(n, s.ctx.hwm - used)
             if room < n:
                 s.flags |= F_DRAIN_OWED
                 s._settle()
@@ -311,6 +334,15 @@ cdef class TLSState(_TlsHook):
                     return 0
                 n = room
         if self.hs == HS_DONE:
+            # As for plaintext: a socket whose kernel buffer is full queues at once (its
+            # backlog is what buffered_amount and high_water_mark see), it does not cork.
+            if (s.loop.depth > 0 or s.cork_depth > 0) and not (s.flags & F_BACKED_UP):
+                if self.corked + n <= CORK_PLAIN:
+                    self._cork(s, p, n, keep)
+                    return n
+                self.seal_corked(s)          # what came before goes first
+                if s.state != ST_OPEN:
+                    return n
             self._seal(s, p, n, keep)
             return n
         if keep is not None and PyBytes_GET_SIZE(keep) == n:
@@ -342,6 +374,53 @@ cdef class TLSState(_TlsHook):
             n -= k
         return 0
 
+    cdef int _cork(self, Socket s, const char *p, Py_ssize_t n, object keep) except -1:
+        """Keep plaintext written inside a handler; the handler's return seals it all (the
+        socket goes on the loop's cork list, whose flush calls seal_corked)."""
+        cdef Loop loop = s.loop
+        cdef object buf = self.cork_buf
+        if self.corked == 0:
+            if keep is not None and PyBytes_GET_SIZE(keep) == n:
+                self.cork_buf = keep          # one write: held, not copied
+            else:
+                self.cork_buf = PyBytes_FromStringAndSize(p, n)
+        else:
+            if type(buf) is bytes:
+                buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(buf), self.corked)
+                self.cork_buf = buf
+            PyByteArray_Resize(buf, self.corked + n)
+            memcpy(PyByteArray_AS_STRING(buf) + self.corked, p, n)
+        self.corked += n
+        if loop.depth > 0 and not (s.flags & F_CORKED):
+            s.flags |= F_CORKED
+            s.cork_next = loop.cork_head
+            loop.cork_head = s
+        return 0
+
+    cdef int seal_corked(self, Socket s) except -1:
+        """Encrypt the corked plaintext (records of up to 16 KiB) and queue the ciphertext
+        behind whatever raw bytes are already pending (the caller flushes them together)."""
+        cdef object data = self.cork_buf
+        cdef Py_ssize_t n = self.corked
+        if n == 0:
+            return 0
+        self.cork_buf = None
+        self.corked = 0
+        if s.state != ST_OPEN or self.hs != HS_DONE:
+            return 0
+        s.cork_depth += 1        # the ciphertext joins the raw cork: order kept, one send
+        try:
+            if type(data) is bytes:
+                self._seal(s, PyBytes_AS_STRING(data), n, data)
+            else:
+                self._seal(s, PyByteArray_AS_STRING(data), n, None)
+        finally:
+            s.cork_depth -= 1
+        return 0
+
+    cdef Py_ssize_t corked_len(self) noexcept:
+        return self.corked
+
     cdef Py_ssize_t buffered(self) noexcept:
         return self.pending_len + self.held
 
@@ -362,10 +441,13 @@ cdef class TLSState(_TlsHook):
     cdef int closed(self, Socket s, object err) except -1:
         cdef object h = s.ctx.on_handshake
         cdef bint running = self.hs == HS_RUNNING
+        _note_churn(s.loop)
         if self.hs != HS_DONE:
             self.hs = HS_FAILED
         self.pending = None
         self.pending_len = 0
+        self.cork_buf = None
+        self.corked = 0
         if running and h is not None and (s.flags & F_OPENED):
             # The handshake ends with the connection (a reset, a timeout, a local close): the
             # handshake handler hears it before `close`.
@@ -382,12 +464,13 @@ cdef class TLSState(_TlsHook):
         return self._failed(s, TimeoutError(errno.ETIMEDOUT, "TLS handshake timed out"))
 
 
-cdef TLSState _new_state(sslctx, bint server_side, server_hostname):
+cdef TLSState _new_state(sslctx, bint server_side, server_hostname, session=None):
     cdef TLSState t = TLSState.__new__(TLSState)
     t.incoming = ssl.MemoryBIO()
     t.outgoing = ssl.MemoryBIO()
     t.sslobj = sslctx.wrap_bio(t.incoming, t.outgoing, server_side=server_side,
-                               server_hostname=None if server_side else server_hostname)
+                               server_hostname=None if server_side else server_hostname,
+                               session=session)
     t._ssl = getattr(t.sslobj, "_sslobj", t.sslobj)
     t._read = t._ssl.read
     t._encrypt = t._ssl.write
@@ -402,10 +485,11 @@ cdef TLSState _new_state(sslctx, bint server_side, server_hostname):
 # Entry points used by the loop (_loop.pyx) and the API (_api.py)
 
 
-def attach(Socket s, sslctx, server_side, server_hostname):
+def attach(Socket s, sslctx, server_side, server_hostname, session=None):
     """Give a client socket that is still connecting its TLS layer, so that writes made before
-    the connection and the handshake complete are kept in order and sent after the handshake."""
-    cdef TLSState t = _new_state(sslctx, server_side, server_hostname)
+    the connection and the handshake complete are kept in order and sent after the handshake.
+    session: an ssl.SSLSession to resume (checked against sslctx by client_context)."""
+    cdef TLSState t = _new_state(sslctx, server_side, server_hostname, session)
     t.fire_open = True
     s._get_ext().tls = t
     s.flags |= F_TLS
@@ -428,6 +512,7 @@ def start_from_ctx(Socket s, sslctx, server_side, server_hostname):
     t.fire_open = True
     if s.ctx.on_handshake is not None:
         t.fire_open = False
+        t.pause_at_done = s.ctx.pause_on_connect
         s._fire_open()
         if s.state != ST_OPEN:
             return

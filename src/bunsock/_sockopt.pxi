@@ -1,0 +1,120 @@
+# Socket options: the lists applied before bind()/connect() (listen/connect sockopts= and the named
+# conveniences), the options bunsock names per platform, and TCP statistics (tcp_info()).
+
+# Names of the options the Python API offers by name, in csrc/sockopt.h's order. Each maps to
+# (level, option) on this platform, or None where the platform has no such option.
+_NAMED_OPTS = ("send_buffer_size", "recv_buffer_size", "keepalive", "keepidle", "keepintvl",
+               "keepcnt", "user_timeout", "fastopen", "fastopen_connect", "defer_accept",
+               "freebind", "transparent", "mark")
+
+
+def _named_sockopts():
+    cdef int i, level = 0, name = 0
+    out = {}
+    for i in range(BS_OPT_COUNT):
+        out[_NAMED_OPTS[i]] = ((level, name) if bs_named_sockopt(i, &level, &name) == 0
+                               else None)
+    return out
+
+
+NAMED_SOCKOPTS = _named_sockopts()
+
+
+@cython.final
+cdef class _OptList:
+    """(level, option, bytes value) triples as the C array the socket calls take. The bytes
+    objects stay referenced here for as long as the array points into them."""
+    cdef bs_sockopt *opts
+    cdef int n
+    cdef tuple values
+    cdef tuple items          # ((level, option, bytes), ...) as given
+
+    def __dealloc__(self):
+        free(self.opts)
+
+    cdef int apply(self, int fd) except -1:
+        cdef int r = bs_apply_sockopts(fd, self.opts, self.n)
+        if r < 0:
+            _raise_errno(-r)
+        return 0
+
+
+cdef _OptList _opt_list(object items):
+    """items: a sequence of (level, option, bytes) already checked by bunsock._api; None or an
+    empty sequence gives None (no options: the plain calls are used)."""
+    cdef _OptList o
+    cdef Py_ssize_t i, n
+    cdef bytes v
+    if not items:
+        return None
+    n = len(items)
+    o = _OptList.__new__(_OptList)
+    o.opts = <bs_sockopt *>malloc(n * sizeof(bs_sockopt))
+    if o.opts == NULL:
+        raise MemoryError()
+    o.items = tuple((int(it[0]), int(it[1]), bytes(it[2])) for it in items)
+    o.values = tuple(it[2] for it in o.items)
+    for i in range(n):
+        v = o.values[i]
+        o.opts[i].level = o.items[i][0]
+        o.opts[i].name = o.items[i][1]
+        o.opts[i].value = PyBytes_AS_STRING(v)
+        o.opts[i].len = <unsigned int>PyBytes_GET_SIZE(v)
+    o.n = <int>n
+    return o
+
+
+def _probe_sockopts(int family, items):
+    """Apply the options to a throwaway socket of `family`: connect() reports a bad option (an
+    unknown one, EPERM for IP_TRANSPARENT...) synchronously although its socket is made later."""
+    cdef _OptList o = _opt_list(items)
+    cdef int r
+    if o is not None:
+        r = bs_probe_sockopts(family, o.opts, o.n)
+        if r < 0:
+            _raise_errno(-r)
+
+
+cdef object _tcp_stat(int fd):
+    """The kernel's TCP statistics for fd as a TcpInfo, or raise OSError."""
+    cdef bs_tcpstat st
+    cdef int r = bs_tcp_stat(fd, &st)
+    if r < 0:
+        _raise_errno(-r)
+    from ._sockinfo import TcpInfo
+    return TcpInfo(st.rtt_us / 1e6, st.rttvar_us / 1e6, st.retransmits, st.cwnd, st.unacked,
+                   st.delivery_rate if st.has_delivery_rate else None)
+
+
+cdef bytes _opt_value(object value):
+    """A setsockopt value: an int (bool included) as a C int, or a bytes-like object as is."""
+    if isinstance(value, int):
+        if not -2 ** 31 <= value < 2 ** 31:
+            raise ValueError("socket option value %d does not fit a C int" % value)
+        return _struct.pack("i", value)
+    if isinstance(value, str):
+        raise TypeError("socket option value must be an int or bytes-like, not str")
+    try:
+        return bytes(memoryview(value))
+    except TypeError:
+        raise TypeError("socket option value must be an int or bytes-like, not %s"
+                        % type(value).__name__) from None
+
+
+cdef tuple _named(str what, int which):
+    """(level, option) of a named option, or OSError(ENOPROTOOPT) where this platform lacks it."""
+    cdef int level = 0, name = 0
+    if bs_named_sockopt(which, &level, &name) < 0:
+        raise OSError(_errno.ENOPROTOOPT, "%s is not available on this platform" % what)
+    return (level, name)
+
+
+cdef int _whole_seconds(str name, object value) except -1:
+    """Keepalive times: a number of seconds >= 0, rounded up to whole seconds (the kernel's unit)."""
+    cdef double v
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
+    v = value
+    if not isfinite(v) or v < 0 or v > 32767:
+        raise ValueError("%s must be between 0 and 32767 seconds, not %r" % (name, value))
+    return <int>ceil(v)
