@@ -495,6 +495,8 @@ def test_calls_from_another_thread_while_running_raise(loop, no_leaks):
         s = socks[0]
         h = {"data": lambda s, b: None}
         ran = []
+        group = bunsock.Group([s])
+        udp = bunsock.udp_socket(hostname="127.0.0.1", loop=loop)
         out = _from_other_thread(loop, [
             ("write", lambda: s.write(b"x")),
             ("end", lambda: s.end()),
@@ -511,6 +513,9 @@ def test_calls_from_another_thread_while_running_raise(loop, no_leaks):
             ("connect", lambda: bunsock.connect(hostname="127.0.0.1", port=lst.port, socket=h,
                                                 loop=loop)),
             ("threadsafe", lambda: loop.call_soon_threadsafe(ran.append, 1)),
+            ("setsockopt", lambda: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)),
+            ("group.write", lambda: group.write(b"x")),
+            ("udp.send", lambda: udp.send(b"x", 9, "127.0.0.1")),
         ])
         for name, res in out.items():
             if name == "threadsafe":
@@ -524,6 +529,7 @@ def test_calls_from_another_thread_while_running_raise(loop, no_leaks):
         assert s.write(b"ok") == 2
         c.settimeout(5)
         assert c.recv(10) == b"ok"
+        udp.close()
         lst.stop(True)
 
 

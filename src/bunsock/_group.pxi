@@ -25,6 +25,8 @@ cdef class Group:
     def add(self, sock):
         """Add a Socket (no-op if it is a member already or closed). Raises TypeError for
         anything but a Socket, ValueError for a socket of another loop than the members'."""
+        if self.loop is not None:
+            _check_thread(self.loop)
         cdef Socket s
         cdef _SockExt ext
         if type(sock) is not Socket:
@@ -45,6 +47,8 @@ cdef class Group:
 
     def discard(self, sock):
         """Remove a socket if it is a member; no error otherwise."""
+        if self.loop is not None:
+            _check_thread(self.loop)
         cdef Socket s
         if type(sock) is not Socket or sock not in self.index:
             return
@@ -56,6 +60,8 @@ cdef class Group:
 
     def clear(self):
         """Remove every member."""
+        if self.loop is not None:
+            _check_thread(self.loop)
         for s in list(self):
             self.discard(s)
 
@@ -88,6 +94,8 @@ cdef class Group:
         nothing buffered always takes it whole, the part the kernel refuses being buffered.
         Returns how many members took it. skipped: a list to which the members that did not
         take it are appended. Raises TypeError for a str."""
+        if self.loop is not None:
+            _check_thread(self.loop)
         cdef Py_buffer view
         cdef const char *p
         cdef Py_ssize_t n, i, total, used, hwm, r, taken = 0

@@ -361,6 +361,7 @@ cdef class Socket(_SocketReader):
         bytes-like object. On a socket still connecting it applies now and to every connect
         attempt, before connect(). Raises OSError (with the kernel's errno, EBADF once closed),
         TypeError for another value type."""
+        _check_thread(self.loop)
         self._setopts(((level, option, _opt_value(value)),))
 
     def getsockopt(self, int level, int option, int buflen=0):
@@ -394,6 +395,7 @@ cdef class Socket(_SocketReader):
         to whole seconds. Returns True, or False on a unix socket (nothing to do). Raises
         OSError (EBADF once closed; ENOPROTOOPT for a setting this platform lacks),
         ValueError/TypeError for bad values."""
+        _check_thread(self.loop)
         cdef int idle_s = _whole_seconds("initial_delay", initial_delay)
         cdef int n
         opts = []
@@ -429,6 +431,7 @@ cdef class Socket(_SocketReader):
         keepalive it bounds how long a dead peer goes unnoticed. Returns True, or False on a
         unix socket. Raises OSError (EBADF once closed; ENOPROTOOPT where the platform has no
         TCP_USER_TIMEOUT), ValueError for a negative or too large value."""
+        _check_thread(self.loop)
         cdef double s = 0.0
         if seconds is not None:
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):

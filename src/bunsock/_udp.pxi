@@ -262,6 +262,7 @@ cdef class UdpSocket(_Handle):
         Raises TypeError/ValueError for a bad argument, OSError for a refused send (EMSGSIZE: the
         datagram is too large; ConnectionRefusedError: an earlier datagram to a connected peer
         met a closed port) or a closed socket (EBADF)."""
+        _check_thread(self.loop)
         cdef bs_addr tmp
         cdef const bs_addr *to = NULL
         cdef Py_buffer view
@@ -296,6 +297,7 @@ cdef class UdpSocket(_Handle):
         fewer than all when the kernel refused the rest (`drain` then fires once it has room;
         an error for the first unsent one is raised by the next call). Raises as send() does
         when the first datagram fails."""
+        _check_thread(self.loop)
         cdef Py_ssize_t n, i, k, nviews = 0
         cdef bs_udp_out *outs
         cdef bs_addr *addrs
@@ -358,6 +360,7 @@ cdef class UdpSocket(_Handle):
 
     def close(self):
         """Close the socket; `close(sock, None)` fires once. Idempotent."""
+        _check_thread(self.loop)
         cdef Loop loop = self.loop
         cdef int fd = self.fd
         cdef object h
@@ -382,11 +385,13 @@ cdef class UdpSocket(_Handle):
 
     def reload(self, socket):
         """Swap the handler table (an object or a mapping of data/drain/error/close)."""
+        _check_thread(self.loop)
         from ._udp_api import resolve_udp_handlers
         self.on_data, self.on_drain, self.on_error, self.on_close = resolve_udp_handlers(socket)
 
     def ref(self):
         """Make this socket keep run() going (the default). Returns the socket."""
+        _check_thread(self.loop)
         if not (self.uflags & U_REFED):
             self.uflags |= U_REFED
             if not (self.uflags & U_CLOSED):
@@ -395,6 +400,7 @@ cdef class UdpSocket(_Handle):
 
     def unref(self):
         """Let run() return while this socket is open. Returns the socket."""
+        _check_thread(self.loop)
         if self.uflags & U_REFED:
             self.uflags &= ~U_REFED
             if not (self.uflags & U_CLOSED):
@@ -409,22 +415,26 @@ cdef class UdpSocket(_Handle):
 
     def set_broadcast(self, bint on=True):
         """SO_BROADCAST: allow sending to broadcast addresses. Raises OSError on failure."""
+        _check_thread(self.loop)
         self._check_open()
         _check_r(bs_udp_set_broadcast(self.fd, on))
 
     def set_ttl(self, ttl):
         """IP_TTL / IPV6_UNICAST_HOPS for unicast datagrams (1..255)."""
+        _check_thread(self.loop)
         self._check_open()
         _check_r(bs_udp_set_ttl(self.fd, self.fam, _udp_int("ttl", ttl, 1, 255)))
 
     def set_multicast_ttl(self, ttl):
         """IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS (0..255; 1, the default, stays on the link)."""
+        _check_thread(self.loop)
         self._check_open()
         _check_r(bs_udp_set_multicast_ttl(self.fd, self.fam, _udp_int("ttl", ttl, 0, 255)))
 
     def set_multicast_loopback(self, bint on=True):
         """IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP: whether this host's own members get our
         multicast datagrams."""
+        _check_thread(self.loop)
         self._check_open()
         _check_r(bs_udp_set_multicast_loopback(self.fd, self.fam, on))
 
@@ -432,6 +442,7 @@ cdef class UdpSocket(_Handle):
         """IP_MULTICAST_IF / IPV6_MULTICAST_IF: the interface our multicast datagrams leave by
         (IPv4: its address, e.g. "127.0.0.1"; IPv6: its name or index). ValueError for a
         malformed address or unknown interface, OSError when the kernel refuses."""
+        _check_thread(self.loop)
         cdef int r
         self._check_open()
         r = bs_udp_set_multicast_interface(self.fd, self.fam,
@@ -444,10 +455,12 @@ cdef class UdpSocket(_Handle):
         """Join a multicast group. interface_address: IPv4 - a local interface's address;
         IPv6 - an interface name or index; None lets the kernel choose. ValueError for a
         malformed address, OSError when the kernel refuses."""
+        _check_thread(self.loop)
         self._membership(True, multicast_address, interface_address)
 
     def drop_membership(self, multicast_address, interface_address=None):
         """Leave a multicast group joined with add_membership() (same arguments)."""
+        _check_thread(self.loop)
         self._membership(False, multicast_address, interface_address)
 
     def _membership(self, bint add, group, iface):
