@@ -47,7 +47,8 @@ directives = {
     "freethreading_compatible": False,
 }
 
-CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/sink.c", "csrc/timers.c", "csrc/waker.c"]
+CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/sink.c", "csrc/splice.c",
+        "csrc/timers.c", "csrc/waker.c"]
 
 
 def ext(name, sources):

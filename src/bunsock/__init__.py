@@ -12,6 +12,7 @@
 from ._abs import ArrayBufferSink
 from ._api import connect, listen
 from ._loop import Listener, Loop, Socket, Timer, backend, get_loop
+from ._pipes import relay
 from .serve import serve
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "connect",
     "get_loop",
     "listen",
+    "relay",
     "run",
     "serve",
 ]

@@ -59,15 +59,18 @@ def _seconds(name, value):
 
 
 def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls=None,
-              server_side=False, server_hostname=None):
+              server_side=False, server_hostname=None, low_water_mark=None):
     handlers = resolve_handlers(socket)
     if binary_type not in BINARY_TYPES:
         raise ValueError("binary_type must be one of %s, not %r"
                          % (", ".join(map(repr, BINARY_TYPES)), binary_type))
     hwm = -1 if high_water_mark is None else _int_arg("high_water_mark", high_water_mark, 0,
                                                        2 ** 62)
+    lwm = 0 if low_water_mark is None else _int_arg("low_water_mark", low_water_mark, 0, 2 ** 62)
+    if hwm >= 0 and lwm > hwm:
+        raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)" % (lwm, hwm))
     return _loop._make_ctx(handlers, BINARY_TYPES[binary_type], bool(allow_half_open), hwm,
-                           int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname)
+                           int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname, lwm)
 
 
 # sizeof(sockaddr_un.sun_path) less the terminating NUL: 108 - 1 on Linux, 104 - 1 on macOS/BSD.
@@ -98,7 +101,7 @@ def _check_endpoint(hostname, port, unix):
 
 def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, reuse_port=False,
            ipv6_only=False, allow_half_open=False, backlog=1024, high_water_mark=None,
-           binary_type="bytes", idle_timeout=None, loop=None):
+           binary_type="bytes", idle_timeout=None, loop=None, low_water_mark=None):
     """Bind and listen; connections are accepted on the loop and handed to `socket` handlers."""
     hostname, port, path = _check_endpoint(hostname, port, unix)
     backlog = _int_arg("backlog", backlog, 0, 65535)
@@ -107,7 +110,7 @@ def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, 
         from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
-                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None)
+                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, low_water_mark)
     loop = loop if loop is not None else _loop.get_loop()
     if path is not None:
         try:
@@ -128,7 +131,7 @@ def listen(*, hostname=None, port=None, unix=None, socket, data=None, tls=None, 
 
 def connect(*, hostname=None, port=None, unix=None, socket, data=None, tls=None,
             allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
-            binary_type="bytes", timeout=None, loop=None):
+            binary_type="bytes", timeout=None, loop=None, low_water_mark=None):
     """Start connecting; returns the Socket at once (ready_state "connecting"). `open` fires on
     success, `connect_error` on failure. `timeout` bounds resolution + connect, then becomes
     the socket's idle timeout."""
@@ -145,7 +148,7 @@ def connect(*, hostname=None, port=None, unix=None, socket, data=None, tls=None,
         from ._tlsconfig import client_context
         tls_ctx, server_hostname = client_context(tls, hostname)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, timeout_s, tls_ctx,
-                    False, server_hostname)
+                    False, server_hostname, low_water_mark)
     loop = loop if loop is not None else _loop.get_loop()
     addrs = None
     if path is None:

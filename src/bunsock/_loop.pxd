@@ -27,6 +27,11 @@ cdef enum:
     F_USER_TIMEOUT = 1 << 12   # timeout() called while connecting: it wins over connect(timeout=)
     F_BACKED_UP = 1 << 13   # the kernel refused bytes: the sink holds a backlog (buffered_amount)
     F_TLS = 1 << 14         # ext.tls is this socket's TLS layer (a _TlsHook)
+    F_LWM_FIRED = 1 << 15   # `drain` fired at low_water_mark: not again at empty (one per episode)
+    F_PIPE_SRC = 1 << 16    # ext.pipe_out relays what this socket reads (_relay.pxi)
+    F_PIPE_DST = 1 << 17    # ext.pipe_in relays into this socket: its writable event is the relay's
+    F_PIPE_HELD = 1 << 18   # reading stopped by the relay (destination over its limit), not pause()
+    F_SPARE = 1 << 19       # on loop.spare: an empty sink keeping large storage, freed if it stays so
 
 cdef enum:
     BT_BYTES = 0
@@ -40,6 +45,7 @@ cdef class _Ctx:
     cdef int binary_type
     cdef bint allow_half_open
     cdef Py_ssize_t hwm          # -1: unbounded
+    cdef Py_ssize_t lwm          # `drain` once the backlog is at most this (0: once empty)
     cdef uint32_t idle_ms        # 0: no idle timeout
     cdef object tls              # ssl.SSLContext or None
     cdef object tls_server_side
@@ -98,6 +104,8 @@ cdef class Loop:
     cdef object executor
     cdef object thread_ident
     cdef uint64_t n_send, n_recv, n_poll, n_accept
+    cdef list spare                # sockets whose emptied sink keeps > BS_SINK_KEEP (_sock_write)
+    cdef Timer spare_timer
     cdef _close_c(self)
     cdef int _new_rbuf(self) except -1
     cdef int _check_open(self) except -1
@@ -132,9 +140,22 @@ cdef class Listener(_Handle):
     cdef _link(self, Socket s)
     cdef _unlink(self, Socket s)
 
+# One direction of a relay (a.pipe(b)): _relay.pxi.
+@cython.final
+cdef class _Pipe:
+    cdef Socket src, dst
+    cdef Py_ssize_t hi, lo        # stop reading src at hi bytes held for dst, resume at lo
+    cdef int rfd, wfd             # the kernel pipe while splicing holds bytes, else -1
+    cdef Py_ssize_t inpipe        # bytes in that pipe (read from src, not yet in dst)
+    cdef Py_ssize_t pcap          # its capacity
+    cdef bint splice              # splice(2) mode (plain TCP to plain TCP, Linux)
+    cdef bint eof                 # src's FIN was read while the pipe held bytes: dst.end() after
+
 cdef class _SockExt:
     cdef public object peer, local, addrs, host, local_ip, unix_path, tls, last_exc
     cdef public int port, local_port, addr_index
+    cdef _Pipe pipe_out           # relays what this socket reads (F_PIPE_SRC)
+    cdef _Pipe pipe_in            # relays into this socket (F_PIPE_DST)
 
 cdef class _CorkCtx:
     cdef Socket s
@@ -166,6 +187,7 @@ cdef class _SocketBase(_Handle):
     cdef int _deregister_quiet(self) except -1
     cdef int _teardown(self) except -1
     cdef int _close(self, object err) except -1
+    cdef int _close_self(self, object err) except -1
     cdef int _fail(self, int err) except -1
 
 cdef class _SocketWriter(_SocketBase):

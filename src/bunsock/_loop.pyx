@@ -16,6 +16,7 @@ one concern each:
   _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine)
   _sock_read.pxi    socket events: read, EOF, writable, idle timer, connecting
   _sock_api.pxi     Socket: the public methods and properties
+  _relay.pxi        pipe/relay: bytes from one socket to another inside the loop (splice or buffer)
 """
 cimport cython
 from cpython.buffer cimport (PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release,
@@ -204,7 +205,8 @@ cdef class _Ctx:
 
     cdef _Ctx copy(self):
         return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,
-                         self.idle_ms, self.tls, self.tls_server_side, self.server_hostname)
+                         self.idle_ms, self.tls, self.tls_server_side, self.server_hostname,
+                         self.lwm)
 
     cdef tuple handlers(self):
         return (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error,
@@ -212,8 +214,10 @@ cdef class _Ctx:
 
 
 def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t hwm,
-              uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None):
+              uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None,
+              Py_ssize_t lwm=0):
     cdef _Ctx c = _Ctx.__new__(_Ctx)
+    c.lwm = lwm
     c.set_handlers(handlers)
     c.binary_type = binary_type
     c.allow_half_open = allow_half_open
@@ -255,3 +259,4 @@ include "_sock_base.pxi"
 include "_sock_write.pxi"
 include "_sock_read.pxi"
 include "_sock_api.pxi"
+include "_relay.pxi"
