@@ -57,6 +57,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_pool_after_fork)
 
 
+def relay_pool_clear():
+    """Close the pooled empty pipes (tests count fds; a process may also want them back)."""
+    global _npool
+    cdef int i
+    for i in range(_npool):
+        c_close(_pool[3 * i])
+        c_close(_pool[3 * i + 1])
+    _npool = 0
+
+
 def relay_stats():
     """Pipes of the splice path: {"pooled": empty pipes kept, "live": pipes holding bytes}."""
     return {"pooled": _npool, "live": _nlive}
@@ -266,8 +276,9 @@ cdef int _relay_readable(Socket s) except -1:
         else:
             want = loop.rbuf_size if room > loop.rbuf_size else room
             if ((d.flags & F_BACKED_UP) and d.cork_obj is None and d.state != ST_CLOSED
-                    and not (d.flags & (F_TLS | F_ENDING | F_SHUT_WR))):
-                # dst is backed up: its sink is where these bytes would be copied; read there.
+                    and not (d.flags & (F_TLS | F_ENDING | F_SHUT_WR)) and not (s.flags & F_TLS)):
+                # Plaintext into a backed-up dst: its sink is where these bytes would be copied
+                # to, so read them there.
                 buf = bs_sink_extend(&d.sink, want)
                 if buf == NULL:
                     raise MemoryError()
