@@ -101,6 +101,8 @@ def contenders():
         "relay-splice": lambda p, u: [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
                                       "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u,
                                       "--relay", "splice"],
+        "relay-auto": lambda p, u: [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
+                                    "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u],
         "bunsock-handlers": lambda p, u: [PY, str(ROOT / "examples" / "proxy.py"), str(p),
                                           "127.0.0.1", str(u)],
     }

@@ -13,7 +13,7 @@ from bunsock._loop import relay_pool_clear, relay_stats
 from conftest import run
 
 MODES = ["buffer", pytest.param("splice", marks=pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="splice(2) is Linux only"))]
+    not sys.platform.startswith("linux"), reason="splice(2) is Linux only")), "auto"]
 SRC = os.urandom((1 << 20) + (256 << 10))
 
 
@@ -25,7 +25,8 @@ def clean(no_leaks):
 
 
 def splice_opt(mode):
-    return mode == "splice"
+    """auto: the default (splice while reads are large, where splice exists)."""
+    return None if mode == "auto" else mode == "splice"
 
 
 class Pump:
@@ -588,3 +589,54 @@ def test_low_water_mark_argument_errors():
         bunsock.listen(hostname="127.0.0.1", port=0, socket=h, low_water_mark=1.5)
     with pytest.raises(ValueError):
         bunsock.connect(hostname="127.0.0.1", port=1, socket=h, low_water_mark=-1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_many_short_relayed_connections_close_once_each(loop, clean, mode):
+    """300 request/FIN/reply cycles through relays, with the upstream closing in three different
+    ways: every `close` fires exactly once per socket, nothing leaks."""
+    cycles = 300
+    st = {"replies": 0, "left": cycles}
+
+    class Server:
+        def open(self, sock):
+            sock.data = b""
+
+        def data(self, sock, buf):
+            sock.data += buf
+
+        def end(self, sock):
+            k = len(sock.data) % 3
+            sock.write(sock.data)
+            if k == 1:
+                sock.close()             # reply then close at once (flush attempt)
+            elif k == 2:
+                sock.end()               # reply then FIN
+
+    class Client:
+        def open(self, sock):
+            n = sock.data
+            sock.data = {"want": b"x" * (1 + n), "got": b""}
+            sock.end(sock.data["want"])
+
+        def data(self, sock, buf):
+            sock.data["got"] += buf
+
+        def close(self, sock, err):
+            if err is None and sock.data["got"] == sock.data["want"]:
+                st["replies"] += 1
+            st["left"] -= 1
+            if st["left"] == 0:
+                server.stop(True)
+                proxy.stop(True)
+
+    server = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Server())
+    proxy = make_proxy(loop, server.port, st, splice=splice_opt(mode))
+    for i in range(cycles):
+        bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=Client(),
+                        data=i, allow_half_open=True)
+    run(loop, 60)
+    assert st["replies"] == cycles
+    names = [n for n, _ in st["closes"]]
+    assert names.count("down") == cycles and names.count("up") == cycles
+    assert all(err is None for _, err in st["closes"])

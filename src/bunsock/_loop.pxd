@@ -149,6 +149,8 @@ cdef class _Pipe:
     cdef Py_ssize_t inpipe        # bytes in that pipe (read from src, not yet in dst)
     cdef Py_ssize_t pcap          # its capacity
     cdef bint splice              # splice(2) mode (plain TCP to plain TCP, Linux)
+    cdef bint adaptive            # splice=None: splice only while reads are large
+    cdef bint bulk                # (adaptive) the last read was large: splice the next
     cdef bint eof                 # src's FIN was read while the pipe held bytes: dst.end() after
 
 cdef class _SockExt:

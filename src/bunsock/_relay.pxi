@@ -28,6 +28,9 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef enum:
     RELAY_HWM = 128 * 1024
+    # splice=None splices only while reads are at least this large: for small messages the two
+    # splices and the pipe cost more than one recv and one send (benchmarks/RESULTS.md).
+    BULK_READ = 16 * 1024
     PIPE_SIZE = 256 * 1024      # asked of F_SETPIPE_SZ: fewer splices per MB than the 64 KiB default
     PIPE_POOL_MAX = 64          # empty pipes kept for reuse
     PIPE_LIVE_MAX = 4096        # pipes holding bytes at once (per process); beyond: buffered path
@@ -258,7 +261,7 @@ cdef int _relay_readable(Socket s) except -1:
         room = p.hi - _used(p)
         if room <= 0:
             return _hold(p)
-        if p.splice and (p.rfd >= 0 or _pipe_take(p)):
+        if p.splice and (p.rfd >= 0 or ((p.bulk or not p.adaptive) and _pipe_take(p))):
             want = p.pcap - p.inpipe
             if want > room:
                 want = room
@@ -267,6 +270,8 @@ cdef int _relay_readable(Socket s) except -1:
             n = bs_splice(s.fd, p.wfd, want)
             loop.n_recv += 1
             if n > 0:
+                if n < BULK_READ:
+                    p.bulk = False        # (adaptive: back to recv/send once the pipe is empty)
                 p.inpipe += n
                 _count_read(s, n)
                 _splice_out(p)
@@ -294,6 +299,8 @@ cdef int _relay_readable(Socket s) except -1:
                 n = bs_recv(s.fd, loop.rbuf, want)
                 loop.n_recv += 1
                 if n > 0:
+                    if n >= BULK_READ:
+                        p.bulk = True     # (adaptive: splice from the next read on)
                     _count_read(s, n)
                     if s.flags & F_TLS:
                         (<_TlsHook>s.ext.tls).feed(s, loop.rbuf, n)     # -> _deliver -> _relay_put
@@ -394,15 +401,17 @@ cdef object _relay_detach(Socket s):
     cdef _SockExt ext = s.ext
     cdef _Pipe p = ext.pipe_out, q = ext.pipe_in
     cdef list out = []
-    if p is not None:
-        out.append([p.dst, False])
-        _dissolve(p, True)        # what s sent on is still delivered
+    # The pipe into s first (no side effects): then nothing the partner does while the pipe out
+    # of s ends (its end() may close it) comes back to s.
     if q is not None:
-        if out and out[0][0] is q.src:
-            out[0][1] = True
-        else:
-            out.append([q.src, True])
+        out.append([q.src, True])
         _dissolve(q, False)       # bytes on their way into s have nowhere to go
+    if p is not None:
+        if out and out[0][0] is p.dst:
+            pass
+        else:
+            out.append([p.dst, False])
+        _dissolve(p, True)        # what s sent on is still delivered
     return out
 
 
@@ -480,6 +489,7 @@ cdef object _pipe(Socket s, object dest, object hwm, object lwm, object splice):
     p.lo = lo
     p.rfd = p.wfd = -1
     p.splice = use_splice
+    p.adaptive = splice is None
     s._get_ext().pipe_out = p
     d._get_ext().pipe_in = p
     s.flags |= F_PIPE_SRC

@@ -103,7 +103,8 @@ cdef class _SocketBase(_Handle):
         # for it), then, after this socket's `close`, the other side follows (_relay.pxi).
         partners = _relay_detach(<Socket>self)
         try:
-            self._close_self(err)
+            if self.state != ST_CLOSED:      # (ending a pipe may have closed it already)
+                self._close_self(err)
         finally:
             _relay_after_close(<Socket>self, partners, err)
         return 0
