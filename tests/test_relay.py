@@ -52,7 +52,8 @@ class Pump:
 
 
 class Peer:
-    """One end of a bulk transfer: pumps `total` bytes, hashes what it receives."""
+    """One end of a bulk transfer: pumps `total` bytes, hashes what it receives. Its sockets
+    must be allow_half_open: the other end may finish (FIN) long before this one has."""
 
     def __init__(self, total, seed, st, name):
         self.total, self.seed, self.st, self.name = total, seed, st, name
@@ -119,10 +120,10 @@ def make_proxy(loop, upstream_port, st, tls=None, listen_tls=None, **opts):
 def test_64mib_both_ways_byte_exact(loop, clean, mode):
     total = 64 << 20
     st = {}
-    server = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+    server = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, allow_half_open=True,
                             socket=Peer(total, 1, st, "server"))
     proxy = make_proxy(loop, server.port, st, splice=splice_opt(mode))
-    bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop,
+    bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, allow_half_open=True,
                     socket=Peer(total, 2, st, "client"))
 
     def stop_when_done():
@@ -507,12 +508,12 @@ def test_tls_on_either_side(loop, clean, tls_side):
     total = 8 << 20
     st = {}
     server = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
-                            socket=Peer(total, 3, st, "server"),
+                            socket=Peer(total, 3, st, "server"), allow_half_open=True,
                             tls=sctx if tls_side == "upstream" else None)
     proxy = make_proxy(loop, server.port, st, tls=cctx if tls_side == "upstream" else None,
                        listen_tls=sctx if tls_side == "client" else None)
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop,
-                    socket=Peer(total, 4, st, "client"),
+                    socket=Peer(total, 4, st, "client"), allow_half_open=True,
                     tls=cctx if tls_side == "client" else None)
 
     def stop_when_done():

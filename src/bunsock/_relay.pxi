@@ -275,9 +275,11 @@ cdef int _relay_readable(Socket s) except -1:
                 p.inpipe += n
                 _count_read(s, n)
                 _splice_out(p)
-            elif (n == -EAGAIN or n == -EWOULDBLOCK) and p.inpipe:
+            elif (n == 0 or n == -EAGAIN or n == -EWOULDBLOCK) and p.inpipe:
                 # The socket is drained, or the pipe is full in slots though not in bytes (a
-                # slot per segment): wait for dst to take some, then read on.
+                # slot per segment): wait for dst to take some, then read on. (Linux's
+                # tcp_splice_read returns 0, not EAGAIN, when the pipe cannot take the queued
+                # data: 0 means end of input only when the pipe is empty.)
                 return _hold(p)
         else:
             want = loop.rbuf_size if room > loop.rbuf_size else room
