@@ -1,57 +1,67 @@
-"""TCP proxy with backpressure: when one side cannot keep up, stop reading the other.
+"""TCP proxy written with handlers: `data` -> write, pause/resume on `drain`, half-close right.
 
     python examples/proxy.py LISTEN_PORT TARGET_HOST TARGET_PORT
+
+This is the hand-written version, to show the flow control. For real use, relay in C instead
+(no Python call per chunk, bounded memory, same half-close and reset rules):
+`bunsock.relay(client, upstream)` in `open`, or `python -m bunsock proxy`.
 """
 import sys
 
 import bunsock
 
+LIMIT = 256 * 1024     # pause the reading side while the other holds this much
 
-class Upstream:
-    """The connection to the target; sock.data is the client-side socket."""
 
-    def open(self, sock):
-        sock.data.resume()
+class Side:
+    """Both directions are alike: sock.data is the other socket."""
 
     def data(self, sock, buf):
-        client = sock.data
-        client.write(buf)
-        if client.buffered_amount > 1 << 20:
-            sock.pause()                  # client is slow: stop reading the target
+        other = sock.data
+        other.write(buf)
+        if other.buffered_amount > LIMIT:
+            sock.pause()              # the other side is slow: stop reading this one
 
     def drain(self, sock):
+        # low_water_mark: this fires while the backlog is still LIMIT/4, so the pipe stays full
         sock.data.resume()
 
-    def close(self, sock, err):
+    def end(self, sock):
+        # Half-close: the FIN goes on after what was already written; the other direction keeps
+        # flowing (a client that sends its request then FIN still gets the reply). This needs
+        # allow_half_open=True, or the FIN would close this socket before the reply came back.
         sock.data.end()
 
+    def close(self, sock, err):
+        other = sock.data
+        if other is None:
+            return
+        if err is not None:
+            other.terminate()         # a reset on one side resets the other
+        elif other.ready_state == "open":
+            other.end()
+
+
+class Upstream(Side):
+    def open(self, sock):
+        sock.data.resume()            # the client was paused until there is somewhere to write
+
     def connect_error(self, sock, exc):
+        sock.data.data = None
         sock.data.close()
 
 
-class Downstream:
-    """Accepted client connections; sock.data is the upstream socket."""
-
+class Downstream(Side):
     def open(self, sock):
-        sock.pause()                      # nothing to forward to until upstream is open
+        sock.pause()                  # nothing to forward to until upstream is open
         sock.data = bunsock.connect(hostname=TARGET[0], port=TARGET[1], socket=Upstream(),
-                                    data=sock)
-
-    def data(self, sock, buf):
-        upstream = sock.data
-        upstream.write(buf)
-        if upstream.buffered_amount > 1 << 20:
-            sock.pause()
-
-    def drain(self, sock):
-        sock.data.resume()
-
-    def close(self, sock, err):
-        sock.data.end()
+                                    data=sock, allow_half_open=True,
+                                    low_water_mark=LIMIT // 4)
 
 
 if __name__ == "__main__":
     TARGET = (sys.argv[2], int(sys.argv[3]))
-    server = bunsock.listen(hostname="127.0.0.1", port=int(sys.argv[1]), socket=Downstream())
+    server = bunsock.listen(hostname="127.0.0.1", port=int(sys.argv[1]), socket=Downstream(),
+                            allow_half_open=True, low_water_mark=LIMIT // 4)
     print("proxy :%d -> %s:%d" % (server.port, TARGET[0], TARGET[1]))
     bunsock.run()

@@ -67,6 +67,50 @@ def test_proxy_example_forwards_both_ways():
         stop(echo)
 
 
+def test_proxy_example_delivers_the_reply_after_a_client_half_close():
+    """The client sends its request then FIN; the upstream replies only after reading that FIN:
+    the reply must still come back through the proxy."""
+    import threading
+    up = socket.socket()
+    up.bind(("127.0.0.1", 0))
+    up.listen(1)
+    uport = up.getsockname()[1]
+
+    def upstream():
+        conn, _ = up.accept()
+        with conn:
+            req = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                req += chunk
+            conn.sendall(b"reply to %d bytes" % len(req))
+
+    t = threading.Thread(target=upstream, daemon=True)
+    t.start()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    pport = probe.getsockname()[1]
+    probe.close()
+    proxy, _ = start("proxy.py", pport, "127.0.0.1", uport)
+    try:
+        with socket.create_connection(("127.0.0.1", pport), timeout=10) as c:
+            c.sendall(b"x" * 300000)
+            c.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        assert got == b"reply to 300000 bytes"
+    finally:
+        stop(proxy)
+        up.close()
+        t.join(10)
+
+
 def test_game_tick_example_broadcasts():
     p, port = start("game_tick.py", 0)
     try:

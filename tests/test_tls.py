@@ -1008,7 +1008,9 @@ def test_bulk_transfer_leaves_no_big_buffers_per_connection(loop, sctx, cctx):
             if sock.data == size:
                 st["done"] += 1
                 if st["done"] == conns:
-                    loop.call_soon(measure)
+                    # Sinks keep their storage across drains (hysteresis) and release it once
+                    # it has stayed unused for a sweep period (0.5 s): measure after two.
+                    loop.call_later(1.1, measure)
 
     def measure():
         gc.collect()

@@ -14,6 +14,7 @@ from ._api import connect, listen
 from ._loop import Group, Listener, Loop, Socket, Timer, UdpSocket, backend, get_loop
 from ._udp_api import udp_socket
 from ._sockinfo import TcpInfo
+from ._pipes import relay
 from .serve import serve
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "connect",
     "get_loop",
     "listen",
+    "relay",
     "run",
     "serve",
     "udp_socket",

@@ -1,13 +1,16 @@
 """``python -m bunsock COMMAND``: command-line entry points.
 
     python -m bunsock bench [--quick] [--json]    compare bunsock with asyncio/uvloop here (see bench.py)
+    python -m bunsock proxy --listen H:P --upstream H:P [...]    TCP/TLS proxy (see proxy.py)
 """
 import sys
 
 USAGE = """usage: python -m bunsock bench [--quick] [--json] [--servers LIST] [--reps N] [--duration S]
+       python -m bunsock proxy --listen HOST:PORT --upstream HOST:PORT [--upstream ...] [options]
 
 commands:
   bench    echo benchmark: bunsock vs asyncio (and uvloop if installed) on this machine
+  proxy    TCP/TLS proxy on the in-loop relay (python -m bunsock proxy --help)
 """
 
 
@@ -20,6 +23,10 @@ def main(argv=None):
         from .bench import main as bench_main  # imported late: only this command needs it
 
         return bench_main(argv[1:])
+    if argv[0] == "proxy":
+        from .proxy import main as proxy_main
+
+        return proxy_main(argv[1:])
     sys.stderr.write("unknown command %r\n\n%s" % (argv[0], USAGE))
     return 2
 

@@ -70,16 +70,20 @@ def _seconds(name, value):
 
 
 def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls=None,
-              server_side=False, server_hostname=None, pause_on_connect=False):
+              server_side=False, server_hostname=None, pause_on_connect=False,
+              low_water_mark=None):
     handlers = resolve_handlers(socket)
     if binary_type not in BINARY_TYPES:
         raise ValueError("binary_type must be one of %s, not %r"
                          % (", ".join(map(repr, BINARY_TYPES)), binary_type))
     hwm = -1 if high_water_mark is None else _int_arg("high_water_mark", high_water_mark, 0,
                                                        2 ** 62)
+    lwm = 0 if low_water_mark is None else _int_arg("low_water_mark", low_water_mark, 0, 2 ** 62)
+    if hwm >= 0 and lwm > hwm:
+        raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)" % (lwm, hwm))
     return _loop._make_ctx(handlers, BINARY_TYPES[binary_type], bool(allow_half_open), hwm,
                            int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname,
-                           bool(pause_on_connect))
+                           bool(pause_on_connect), lwm)
 
 
 # sizeof(sockaddr_un.sun_path) less the terminating NUL: 108 - 1 on Linux, 104 - 1 on macOS/BSD.
@@ -216,7 +220,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
            high_water_mark=None, binary_type="bytes", idle_timeout=None, max_connections=None,
            pause_on_connect=False, sockopts=None, fastopen=None, defer_accept=None,
            freebind=False, transparent=False, mark=None, send_buffer_size=None,
-           recv_buffer_size=None, loop=None):
+           recv_buffer_size=None, low_water_mark=None, loop=None):
     """Bind and listen; connections are accepted on the loop and handed to `socket` handlers.
 
     Parameters (keyword-only):
@@ -231,6 +235,8 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
       reuse_port, ipv6_only, backlog: socket options at bind time.
       allow_half_open: keep a socket open for writing after the peer's FIN.
       high_water_mark: cap on bytes buffered per socket (None: unbounded).
+      low_water_mark: `drain` fires once the backlog falls to this many bytes (default 0:
+        when it is empty).
       binary_type: "bytes" (default), "bytearray" or "memoryview" for `data`.
       idle_timeout: seconds without I/O before `timeout` fires (None: never).
       max_connections: stop accepting at this many live sockets, resume below it.
@@ -260,7 +266,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
-                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect)
+                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect, low_water_mark)
     loop = loop if loop is not None else _loop.get_loop()
     if adopt:
         fd, family, local = _adopted_fd(fd, sock, True)
@@ -300,7 +306,7 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
             session=None, allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
             binary_type="bytes", timeout=None, happy_eyeballs_delay=0.25, pause_on_connect=False,
             sockopts=None, fastopen=False, freebind=False, transparent=False, mark=None,
-            send_buffer_size=None, recv_buffer_size=None, loop=None):
+            send_buffer_size=None, recv_buffer_size=None, low_water_mark=None, loop=None):
     """Start connecting; returns the Socket at once (ready_state "connecting").
 
     `open` fires on success (TLS: after the handshake unless a `handshake` handler exists),
@@ -315,7 +321,8 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
       data: initial sock.data.
       tls: True (system trust store), an ssl.SSLContext, or a mapping (docs/TLS.md);
         session=: an ssl.SSLSession to resume.
-      allow_half_open, high_water_mark, binary_type, pause_on_connect: as for listen().
+      allow_half_open, high_water_mark, low_water_mark, binary_type, pause_on_connect: as for
+        listen().
       local_address, local_port: bind the local end first.
       timeout: seconds bounding resolution + connect (+ TLS handshake); then the socket's
         idle timeout.
@@ -350,7 +357,7 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     elif session is not None:
         raise ValueError("session= resumes a TLS session: it needs tls=")
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, timeout_s, tls_ctx,
-                    False, server_hostname, pause_on_connect)
+                    False, server_hostname, pause_on_connect, low_water_mark)
     loop = loop if loop is not None else _loop.get_loop()
     if sock is not None:
         fd, _family, _local = _adopted_fd(None, sock, False)

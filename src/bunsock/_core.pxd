@@ -29,6 +29,7 @@ cdef extern from "poller.h" nogil:
 
 
 cdef extern from "sink.h" nogil:
+    size_t BS_SINK_KEEP
     ctypedef struct bs_sink:
         char *buf
         size_t cap

@@ -29,6 +29,11 @@ cdef enum:
     F_BACKED_UP = 1 << 13   # the kernel refused bytes: the sink holds a backlog (buffered_amount)
     F_TLS = 1 << 14         # ext.tls is this socket's TLS layer (a _TlsHook)
     F_WHOLE = 1 << 15       # Group.write in progress: high_water_mark must not cut the message
+    F_LWM_FIRED = 1 << 16   # `drain` fired at low_water_mark: not again at empty (one per episode)
+    F_PIPE_SRC = 1 << 17    # ext.pipe_out relays what this socket reads (_relay.pxi)
+    F_PIPE_DST = 1 << 18    # ext.pipe_in relays into this socket: its writable event is the relay's
+    F_PIPE_HELD = 1 << 19   # reading stopped by the relay (destination over its limit), not pause()
+    F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
 
 cdef enum:
     BT_BYTES = 0
@@ -42,6 +47,7 @@ cdef class _Ctx:
     cdef int binary_type
     cdef bint allow_half_open
     cdef Py_ssize_t hwm          # -1: unbounded
+    cdef Py_ssize_t lwm          # `drain` once the backlog is at most this (0: once empty)
     cdef uint32_t idle_ms        # 0: no idle timeout
     cdef object tls              # ssl.SSLContext or None
     cdef object tls_server_side
@@ -112,6 +118,8 @@ cdef class Loop:
     cdef object __weakref__        # the at-fork hook finds every live loop through a WeakSet
     cdef uint64_t n_send, n_recv, n_poll, n_accept
     cdef _UdpArea udp_rx           # UDP receive slots, made by the first UDP socket
+    cdef list spare                # sockets whose emptied sink keeps > BS_SINK_KEEP (_sock_write)
+    cdef Timer spare_timer
     cdef _close_c(self)
     cdef _forked(self)
     cdef int _new_rbuf(self) except -1
@@ -153,6 +161,19 @@ cdef class Listener(_Handle):
     cdef _unlink(self, Socket s)
     cdef _update_accept(self)
 
+# One direction of a relay (a.pipe(b)): _relay.pxi.
+@cython.final
+cdef class _Pipe:
+    cdef Socket src, dst
+    cdef Py_ssize_t hi, lo        # stop reading src at hi bytes held for dst, resume at lo
+    cdef int rfd, wfd             # the kernel pipe while splicing holds bytes, else -1
+    cdef Py_ssize_t inpipe        # bytes in that pipe (read from src, not yet in dst)
+    cdef Py_ssize_t pcap          # its capacity
+    cdef bint splice              # splice(2) mode (plain TCP to plain TCP, Linux)
+    cdef bint adaptive            # splice=None: splice only while reads are large
+    cdef bint bulk                # (adaptive) the last read was large: splice the next
+    cdef bint eof                 # src's FIN was read while the pipe held bytes: dst.end() after
+
 cdef class _SockExt:
     cdef public object peer, local, addrs, host, local_ip, unix_path, tls, last_exc
     cdef public int port, local_port, addr_index
@@ -161,6 +182,8 @@ cdef class _SockExt:
     cdef public object attempts       # Happy Eyeballs: list of _Attempt still connecting
     cdef public object he_timer       # Happy Eyeballs: the next attempt's delay Timer
     cdef public double he_delay       # seconds between attempts (0: one at a time)
+    cdef _Pipe pipe_out           # relays what this socket reads (F_PIPE_SRC)
+    cdef _Pipe pipe_in            # relays into this socket (F_PIPE_DST)
 
 cdef class _CorkCtx:
     cdef Socket s
@@ -192,6 +215,7 @@ cdef class _SocketBase(_Handle):
     cdef int _deregister_quiet(self) except -1
     cdef int _teardown(self) except -1
     cdef int _close(self, object err) except -1
+    cdef int _close_self(self, object err) except -1
     cdef int _fail(self, int err) except -1
 
 cdef class _SocketWriter(_SocketBase):

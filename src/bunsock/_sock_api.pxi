@@ -12,6 +12,8 @@ cdef class Socket(_SocketReader):
         _check_thread(self.loop)
         cdef Py_buffer view
         cdef Py_ssize_t n, r
+        if self.flags & F_PIPE_DST:
+            _relay_spill_in(self)     # bytes a splice left in the kernel pipe go first
         if PyBytes_CheckExact(data) and offset == 0 and length is None:
             return _SocketWriter._write(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
         if isinstance(data, str):
@@ -39,6 +41,8 @@ cdef class Socket(_SocketReader):
             bufs.append(item if PyBytes_CheckExact(item) else memoryview(item).cast("B"))
         if not bufs:
             return 0
+        if self.flags & F_PIPE_DST:
+            _relay_spill_in(self)
         if self.state == ST_CLOSED or (self.flags & (F_ENDING | F_SHUT_WR)):
             return -1
         if (self.loop.depth > 0 or self.cork_depth > 0 or self._pending() or
@@ -57,6 +61,8 @@ cdef class Socket(_SocketReader):
         """Optional last write, then FIN once everything buffered has reached the kernel.
         The socket keeps reading until the peer's FIN (half-close)."""
         _check_thread(self.loop)
+        if self.flags & F_PIPE_DST:
+            _relay_spill_in(self)     # the FIN follows what the relay already read
         if data is not None:
             self.write(data)
         self._end()
@@ -102,10 +108,13 @@ cdef class Socket(_SocketReader):
         self._close(None)
 
     def terminate(self):
-        """Abortive close: the peer gets a RST; buffered bytes are dropped."""
+        """Abortive close: the peer gets a RST; buffered bytes are dropped. A relay partner
+        (pipe()/relay()) is reset too."""
         _check_thread(self.loop)
         if self.state == ST_OPEN:
             bs_set_linger0(self.fd)
+        if self.flags & (F_PIPE_SRC | F_PIPE_DST):
+            _relay_reset_partners(self)
         self._close(None)
 
     def flush(self):
@@ -136,7 +145,7 @@ cdef class Socket(_SocketReader):
         if self.state == ST_CLOSED or not (self.flags & F_PAUSED):
             return
         self.flags &= ~F_PAUSED
-        if self.state == ST_OPEN and not (self.flags & F_EOF):
+        if self.state == ST_OPEN and not (self.flags & (F_EOF | F_PIPE_HELD)):
             self._set_mask(self.mask | BS_READABLE)
         if self.flags & F_TLS:
             (<_TlsHook>self.ext.tls).resumed(self)    # records already decrypted-able in the BIO
@@ -201,6 +210,28 @@ cdef class Socket(_SocketReader):
         """The OS descriptor, or -1 once closed."""
         return -1 if self.state == ST_CLOSED else self.fd
 
+    def pipe(self, dest, *, high_water_mark=None, low_water_mark=None, splice=None):
+        """Relay everything this socket reads from now on into `dest`, inside the loop (no
+        `data` call per chunk): reading stops while `dest` holds `high_water_mark` bytes
+        (default 128 KiB) and restarts at `low_water_mark` (default a quarter of it); this
+        socket's FIN becomes dest.end() after the relayed bytes; a reset or error on either side
+        resets the other. splice=None picks the faster path measured for plain TCP (see
+        docs/API.md §12), True asks for splice(2) (Linux, plaintext both sides), False for the
+        buffered path. Returns `dest`. Raises TypeError for a non-Socket, ValueError for a
+        closed socket, itself, a socket already piped, bad marks, or splice=True with TLS."""
+        return _pipe(self, dest, high_water_mark, low_water_mark, splice)
+
+    def unpipe(self):
+        """Stop relaying what this socket reads; later bytes go to its `data` handler. Bytes
+        already read for the destination are still delivered to it. Returns the destination,
+        or None when this socket was not piped."""
+        return _unpipe(self)
+
+    @property
+    def piped_to(self):
+        """The Socket this one relays into (pipe()), or None."""
+        return self.ext.pipe_out.dst if self.flags & F_PIPE_SRC else None
+
     def upgrade_tls(self, tls, *, bint server_side=False, server_hostname=None):
         """STARTTLS on this connection: same fd, same Socket, now encrypted."""
         _check_thread(self.loop)
@@ -225,6 +256,8 @@ cdef class Socket(_SocketReader):
         """Bytes accepted by write() that the kernel has refused so far (waiting in the sink),
         plus plaintext TLS holds until its handshake is done. While it is above 0 a `drain` is
         owed. Bytes a handler wrote that are only corked until it returns are not counted."""
+        if self.flags & F_PIPE_DST:
+            return self._backlog() + self.ext.pipe_in.inpipe
         return self._backlog()
 
     @property
@@ -250,6 +283,11 @@ cdef class Socket(_SocketReader):
     @property
     def high_water_mark(self):
         return None if self.ctx.hwm < 0 else self.ctx.hwm
+
+    @property
+    def low_water_mark(self):
+        """`drain` fires once buffered_amount is down to this many bytes (0: once empty)."""
+        return self.ctx.lwm
 
     cdef object _addr(self, bint peer):
         cdef char buf[128]

@@ -91,6 +91,8 @@ cdef class _SocketBase(_Handle):
         if self.ext is not None and self.ext.attempts is not None:
             _he_abort(<Socket>self)          # Happy Eyeballs attempts still connecting
         bs_sink_free(&self.sink)
+        if self.flags & F_SPARE:
+            _spare_drop(self)
         self.cork_obj = None
         self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)
         if self.flags & F_REFED:
@@ -103,10 +105,24 @@ cdef class _SocketBase(_Handle):
         return 0
 
     cdef int _close(self, object err) except -1:
-        cdef int fd = self.fd
-        cdef object h
+        cdef object partners
         if self.state == ST_CLOSED:
             return 0
+        if not (self.flags & (F_PIPE_SRC | F_PIPE_DST)):
+            return self._close_self(err)
+        # A relayed socket: its pipes end first (bytes already read for the other side are kept
+        # for it), then, after this socket's `close`, the other side follows (_relay.pxi).
+        partners = _relay_detach(<Socket>self)
+        try:
+            if self.state != ST_CLOSED:      # (ending a pipe may have closed it already)
+                self._close_self(err)
+        finally:
+            _relay_after_close(<Socket>self, partners, err)
+        return 0
+
+    cdef int _close_self(self, object err) except -1:
+        cdef int fd = self.fd
+        cdef object h
         self._teardown()
         if self.flags & F_TLS:
             (<_TlsHook>self.ext.tls).closed(self, err)   # a running handshake hears it first

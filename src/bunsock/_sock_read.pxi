@@ -27,6 +27,8 @@ cdef class _SocketReader(_SocketWriter):
         cdef Loop loop = self.loop
         cdef ssize_t n
         cdef Py_ssize_t budget = loop.read_budget
+        if self.flags & F_PIPE_SRC:
+            return _relay_readable(<Socket>self)
         while True:
             n = bs_recv(self.fd, loop.rbuf, loop.rbuf_size)
             loop.n_recv += 1
@@ -62,6 +64,8 @@ cdef class _SocketReader(_SocketWriter):
         cdef object h = ctx.on_data
         cdef object buf
         cdef int bt = ctx.binary_type
+        if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
+            return _relay_put(self.ext.pipe_out, loop.rbuf, n)
         if h is None:
             return 0
         if bt == BT_BYTES:
@@ -89,6 +93,8 @@ cdef class _SocketReader(_SocketWriter):
             (<_TlsHook>self.ext.tls).eof(self)
             if self.state == ST_CLOSED:
                 return 0
+        if self.flags & F_PIPE_SRC:
+            return _relay_eof(<Socket>self)      # the FIN goes on to the destination
         h = self.ctx.on_end
         if h is not None:
             self._call(h)
@@ -101,15 +107,28 @@ cdef class _SocketReader(_SocketWriter):
         return 0
 
     cdef int _on_writable(self) except -1:
+        if self.flags & F_PIPE_DST:
+            return _relay_writable(<Socket>self)
         if self._pending():
             self._flush()
-            if self.state != ST_OPEN or self._pending():
+            if self.state != ST_OPEN:
+                return 0
+            if self._pending():
+                # low_water_mark: `drain` fires once the backlog is down to it (once per
+                # episode), so a writer can refill before the kernel runs dry.
+                if ((self.flags & (F_DRAIN_OWED | F_LWM_FIRED)) == F_DRAIN_OWED
+                        and self._backlog() <= self.ctx.lwm):
+                    self.flags |= F_LWM_FIRED
+                    self._drained()
                 return 0
         # Nothing pending: writable interest is no longer needed, and an owed drain is due,
         # unless TLS still holds plaintext for its handshake (the drain comes after it).
         self._set_mask(self.mask & ~BS_WRITABLE)
         if self.state == ST_OPEN and (self.flags & F_DRAIN_OWED) and self._tls_held() == 0:
-            self._drained()
+            if self.flags & F_LWM_FIRED:
+                self.flags &= ~(F_DRAIN_OWED | F_LWM_FIRED)    # this episode's drain was had
+            else:
+                self._drained()
         return 0
 
     cdef int _on_timer(self) except -1:

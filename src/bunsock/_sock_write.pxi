@@ -44,8 +44,8 @@ cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n):
         """How many of n more bytes the buffers may take under high_water_mark."""
         cdef Py_ssize_t hwm = self.ctx.hwm, used
-        if hwm < 0 or (self.flags & F_WHOLE):
-            return n      # (F_WHOLE: Group.write already decided this member takes it all)
+        if hwm < 0 or (self.flags & (F_WHOLE | F_PIPE_DST)):
+            return n      # Group.write decided already; a pipe destination's relay has its own limits
         used = self._pending() + self._tls_held()
         if used >= hwm:
             return 0
@@ -110,7 +110,7 @@ cdef class _SocketWriter(_SocketBase):
             if bs_sink_append(&self.sink, p, room) < 0:
                 raise MemoryError()
             self.flags |= F_BACKED_UP
-        self.flags |= F_DRAIN_OWED
+        self.flags = (self.flags | F_DRAIN_OWED) & ~F_LWM_FIRED    # a new episode
         self._settle()
         return room
 
@@ -216,6 +216,8 @@ cdef class _SocketWriter(_SocketBase):
                 self.flags &= ~F_IDLE_FIRED
                 if <size_t>r < total:
                     break     # kernel buffer full: skip the EAGAIN round trip
+            if self.sink.len == 0 and self.sink.cap > BS_SINK_KEEP and not (self.flags & F_SPARE):
+                _spare_add(self)
         return _SocketWriter._settle(self)
 
     cdef int _drained(self) except -1:
@@ -306,3 +308,42 @@ cdef class _SocketWriter(_SocketBase):
                 break
             accepted += k
         return accepted
+
+
+# Sink capacity hysteresis. A sink that empties keeps its storage (sink.c), so a connection
+# under sustained backpressure does not regrow 16 KiB -> 2 MiB, recopying at every doubling, in
+# each episode. Storage above BS_SINK_KEEP that then stays unused is released here: a sweep every
+# SPARE_SWEEP_S frees the large sinks that are empty at that moment (so a busy one regrows at most
+# once per period, and an idle one holds nothing after at most two periods).
+
+cdef double SPARE_SWEEP_S = 0.5
+
+
+cdef int _spare_add(_SocketWriter s) except -1:
+    cdef Loop loop = s.loop
+    s.flags |= F_SPARE
+    if loop.spare is None:
+        loop.spare = []
+    loop.spare.append(s)
+    if loop.spare_timer is None or not loop.spare_timer.active:
+        loop.spare_timer = loop._timer(SPARE_SWEEP_S, 0, _spare_sweep, (loop,))
+        loop.spare_timer.unref()
+    return 0
+
+
+def _spare_sweep(Loop loop):
+    cdef _SocketWriter s
+    for s in loop.spare:
+        if s.state != ST_CLOSED and s.sink.len == 0 and s.sink.cap > BS_SINK_KEEP:
+            bs_sink_free(&s.sink)
+        s.flags &= ~F_SPARE
+    loop.spare = None
+    loop.spare_timer = None
+
+
+cdef int _spare_drop(_SocketWriter s) except -1:
+    """A closing socket leaves the list at once (its sink is freed by the teardown anyway)."""
+    s.flags &= ~F_SPARE
+    if s.loop.spare is not None:
+        s.loop.spare.remove(s)
+    return 0
