@@ -76,4 +76,4 @@ def _trim_due(Loop loop):
     with nogil:
         bs_trim_heap()
     took = bs_monotonic_ms() - now
-    _trim_next_ms = bs_monotonic_ms() + max(1000, 1000 * took)
+    _trim_next_ms = bs_monotonic_ms() + max(<uint64_t>1000, 1000 * took)
