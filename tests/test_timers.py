@@ -662,3 +662,52 @@ def test_draining_a_backlog_counts_as_activity(loop):
     kinds = [e[0] for e in log]
     assert kinds[:2] == ["written", "drain"], log
     assert kinds[-1] == "close"
+
+
+def test_a_slow_callback_does_not_delay_a_later_timer(loop):
+    """The poll timeout is measured from the time after the callbacks ran, not before."""
+    t0 = time.monotonic()
+    fired = []
+    loop.call_later(0.5, lambda: fired.append(time.monotonic() - t0))
+    loop.call_soon(time.sleep, 0.3)
+    run(loop, 5)
+    assert 0.49 <= fired[0] < 0.7, fired
+
+
+def test_idle_timeout_counts_from_the_io_not_from_the_batch_start(loop):
+    """Two sockets readable in one batch, the first handler slow: the second socket's read is
+    stamped when it happens, so its idle timeout does not fire early by the first's delay."""
+    import socket as _socket
+    seen = {}
+
+    class H:
+        def open(self, sock):
+            sock.data = len(seen)
+            seen[sock.data] = {}
+
+        def data(self, sock, buf):
+            seen[sock.data]["io"] = time.monotonic()     # the read happened just before
+            if sock.data == 0:
+                time.sleep(0.4)
+
+        def timeout(self, sock):
+            seen[sock.data].setdefault("fired", time.monotonic())
+            sock.close()
+            if all("fired" in v for v in seen.values()):
+                srv.stop()
+
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=H(), loop=loop, idle_timeout=1.0)
+    a = _socket.create_connection(("127.0.0.1", srv.port))
+    while len(seen) < 1:
+        loop.run_once(0.05)
+    b = _socket.create_connection(("127.0.0.1", srv.port))
+    while len(seen) < 2:
+        loop.run_once(0.05)
+    a.sendall(b"x")
+    b.sendall(b"y")
+    time.sleep(0.05)                       # both readable in the same poll
+    run(loop, 10)
+    a.close()
+    b.close()
+    for v in seen.values():
+        assert v["fired"] - v["io"] >= 0.95, seen

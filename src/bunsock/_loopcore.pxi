@@ -298,6 +298,7 @@ cdef class Loop:
         cdef bs_timer *t
         cdef object owner
         cdef int budget = TIMER_BUDGET
+        self.now = bs_monotonic_ms()      # the batch before may have run long
         while budget > 0:
             budget -= 1
             t = bs_wheel_pop_expired(&self.wheel, self.now)
@@ -322,6 +323,9 @@ cdef class Loop:
         if self.refs <= 0:
             return -2
         if self.wheel.count:
+            # The batch and the callbacks before this may have run long: measure from now, or
+            # every timer would fire late by that much.
+            self.now = bs_monotonic_ms()
             timeout = bs_wheel_timeout(&self.wheel, self.now)
             return MAX_WAIT_MS if timeout > MAX_WAIT_MS else timeout
         return -1
@@ -356,6 +360,10 @@ cdef class Loop:
             # its stale events are dropped here.
             if h.fd < 0:
                 continue
+            if self.wheel.count and i:
+                # While timers are armed, I/O is stamped with the time it really happens (idle
+                # timeouts count from it): an earlier handler in this batch may have run long.
+                self.now = bs_monotonic_ms()
             if type(h) is Socket:
                 _SocketReader._on_event(<Socket>h, ev.mask)
             elif type(h) is Listener:
