@@ -211,13 +211,16 @@ def server_main(args):
                 traceback.format_exception(type(exc), exc, exc.__traceback__))))
 
     idle_late = [0.0, 0.0]             # max late, max early (seconds)
+    idle_fires = []                    # [remote port, monotonic time, seconds since last data()]
 
     def check_idle(sock, configured):
         """An idle timeout must not fire before `configured` s without a read or write (the
         echo's write happens in `data`, so the last `data` call is the last activity). The loop
         stamps activity with its clock of the iteration start, which may be a little before
         `data` runs, so "early" allows the 100 ms the contract gives timeouts (docs/API.md §6)."""
-        idle = time.monotonic() - sock.data[2]
+        now = time.monotonic()
+        idle = now - sock.data[2]
+        idle_fires.append((sock.remote_port, round(now, 4), round(idle, 4)))
         if idle < configured - 0.1:
             st["idle_early"] += 1
             note("idle timeout after %.3f s idle, configured %.1f s" % (idle, configured))
@@ -232,6 +235,8 @@ def server_main(args):
         def data(self, sock, buf):
             sock.data[2] = time.monotonic()
             Echo.data(self, sock, buf)
+            if args.inject == "slow-handler" and rng.random() < 0.01:
+                time.sleep(0.3)            # a slow handler: the rest of the batch runs late
 
     class EchoTimeout(Idle):
         def timeout(self, sock):
@@ -351,7 +356,9 @@ def server_main(args):
             "overdue_timers": overdue, "max_late_ms": round(max_late[0] * 1000, 1),
             "idle_max_late_ms": round(idle_late[0] * 1000, 1),
             "idle_max_early_ms": round(idle_late[1] * 1000, 1),
+            "idle_fires": idle_fires[:],
         }
+        del idle_fires[:]
         sys.stdout.write(("F " if final else "S ") + json.dumps(out) + "\n")
         sys.stdout.flush()
         if os.getppid() != ppid:      # the monitor is gone: do not linger
@@ -390,6 +397,14 @@ class Lost(Exception):
     """The stream is not what was sent."""
 
 
+class EarlyEOF(Lost):
+    """EOF before everything sent was echoed."""
+
+
+class IdleCutShort(Exception):
+    """The server's idle timeout closed a connection while the client still used it."""
+
+
 class Verifier:
     """Bytes sent and not yet echoed; each echoed chunk must be exactly their head."""
 
@@ -426,6 +441,7 @@ class Clients:
         self.live = 0
         self.maxlive = 0
         self.errors_printed = 0
+        self.cut_short = []
         self.ctx = ssl.create_default_context(cafile=os.path.join(args.certdir, "ca.pem"))
         self.pool = memoryview(random.Random(args.seed).randbytes(16 * MiB))
         # a ClientHello to cut short in tls_abort
@@ -496,7 +512,7 @@ class Clients:
         while v.pending:
             chunk = await r.read(256 * KiB)
             if not chunk:
-                raise Lost("EOF with %d B not echoed" % len(v.pending))
+                raise EarlyEOF("EOF with %d B not echoed" % len(v.pending))
             v.got(chunk)
 
     # ------------------------------------------------------------------ workload kinds
@@ -713,13 +729,24 @@ class Clients:
         r, w = await asyncio.open_connection(HOST, self.ports[which])
         v = Verifier()
         vs.append(v)
+        port = w.get_extra_info("sockname")[1]
         try:
             active_until = loop.time() + rng.uniform(0, 2.5)
+            last_echo = loop.time()
             while True:           # activity (gaps of <= 0.25 s) must keep it open
                 data = self.payload(rng, rng.randint(1, 512))
                 v.send(data)
                 w.write(data)
-                await self.read_until_done(r, v)
+                try:
+                    await self.read_until_done(r, v)
+                except (EarlyEOF, ConnectionResetError, BrokenPipeError):
+                    # The monitor asks the server's record of this port's idle timeout whether
+                    # the server had really seen `timeout` s of silence (this client was too
+                    # slow: not a loss) or fired early (a bunsock failure).
+                    now = loop.time()
+                    raise IdleCutShort(port, round(now, 4), len(v.pending), which,
+                                       round(now - last_echo, 4))
+                last_echo = loop.time()
                 if loop.time() >= active_until:
                     break
                 await asyncio.sleep(rng.uniform(0.05, 0.25))
@@ -752,6 +779,11 @@ class Clients:
                     if v.pending:      # cannot happen unless a branch forgot to read it all
                         raise Lost("%d B never echoed" % len(v.pending))
                 self.st[kind + ".ok"] += 1
+        except IdleCutShort as e:
+            self.cut_short.append(e.args)
+            self.st["idle.cut_short"] += 1
+            for v in vs:
+                v.pending.clear()           # judged by the monitor, not counted as lost here
         except asyncio.TimeoutError:
             self.st["stalls"] += 1
             self.st[kind + ".stall"] += 1
@@ -785,6 +817,8 @@ class Clients:
 
     def emit(self, tag):
         out = {"st": dict(self.st), "live": self.live, "maxlive": self.maxlive}
+        if tag == "F":
+            out["idle_cut_short"] = self.cut_short
         sys.stdout.write(tag + " " + json.dumps(out) + "\n")
         sys.stdout.flush()
 
@@ -800,7 +834,18 @@ class Clients:
                 if os.getppid() != ppid:
                     os._exit(3)
 
+        async def lag_monitor():
+            while True:
+                t = loop.time()
+                await asyncio.sleep(0.05)
+                lag = int((loop.time() - t - 0.05) * 1000)
+                if lag > self.st["lag_max_ms"]:
+                    self.st["lag_max_ms"] = lag
+                if lag > 500:
+                    self.st["lags_over_500ms"] += 1
+
         rep = asyncio.ensure_future(reporter())
+        lagm = asyncio.ensure_future(lag_monitor())
         tasks = [asyncio.ensure_future(self.worker(k, i)) for k, n in MIX.items() for i in range(n)]
         done, late = await asyncio.wait(tasks, timeout=self.args.seconds + STALL + 15)
         for t in late:
@@ -813,6 +858,7 @@ class Clients:
                 e = t.exception()
                 self.note("worker crashed: %s" % "".join(traceback.format_exception(type(e), e, e.__traceback__)))
         rep.cancel()
+        lagm.cancel()
         self.emit("F")
         return 0
 
@@ -923,9 +969,11 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
 
     client = Child(me + ["--role", "client", "--seconds", str(seconds),
                          "--ports", json.dumps(info["ports"])], env)
+    print("soak: clients pid %d: %s" % (client.p.pid, ", ".join("%s x%d" % kv for kv in MIX.items())))
     t0 = time.monotonic()
     samples = []          # (t, rss_kib, fds) from /proc, taken here
     reports = []          # server self-reports
+    idle_fires = {}       # port -> [(monotonic time, seconds since its last data())], server's
     next_status = t0 + 10
     prev_c = {}
     try:
@@ -938,6 +986,8 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
             for tag, msg in server.drain(until=now + 1.0) + server.drain():
                 if tag == "S":
                     reports.append(msg)
+                    for port, t, idle in msg.pop("idle_fires", ()):
+                        idle_fires.setdefault(port, []).append((t, idle))
             client.drain()
             rss, fds = read_rss_kib(spid), count_fds(spid)
             if server.p.poll() is not None:
@@ -984,6 +1034,8 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
             for tag, msg in server.drain(until=time.monotonic() + 1.0):
                 if tag == "S":
                     quiet = msg
+                    for port, t, idle in msg.pop("idle_fires", ()):
+                        idle_fires.setdefault(port, []).append((t, idle))
             if (quiet and quiet["conns"] == 0 and quiet["dc"]["sockets"] == 0
                     and quiet["fds"] == base["fds"]):
                 break
@@ -1033,14 +1085,40 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
         failures.append("fds not held by a live connection grow: %.2f/min" % xfd_slope)
     if xsock_slope > args.fd_slope_max and xsock_slope * win_len_min >= 2:
         failures.append("Socket objects not held by a live connection grow: %.2f/min" % xsock_slope)
+    # Idle connections the server's idle timeout closed while the client was still using them:
+    # fine if the server had really seen the configured silence since its last data() call (the
+    # client was too slow: starved of CPU), a loss if it fired early or has no record of it.
+    cut = {"client_too_slow": 0, "fired_early": 0, "unexplained": 0, "client_gap_max_ms": 0,
+           "bytes_client_too_slow": 0}
     lost = cst.get("bytes_lost", 0)
+    for port, t_eof, nbytes, which, gap in cfinal.get("idle_cut_short", ()):
+        configured = IDLE_A if which == "idle_a" else IDLE_B
+        recs = [(t, idle) for t, idle in idle_fires.get(port, ()) if t_eof - 10 <= t <= t_eof + 1]
+        cut["client_gap_max_ms"] = max(cut["client_gap_max_ms"], int(gap * 1000))
+        if not recs:
+            cut["unexplained"] += 1
+            lost += nbytes
+        elif recs[-1][1] >= configured - 0.1:
+            cut["client_too_slow"] += 1
+            cut["bytes_client_too_slow"] += nbytes
+        else:
+            cut["fired_early"] += 1
+            lost += nbytes
+    if cut["unexplained"] or cut["fired_early"]:
+        failures.append("idle connections cut short by the server's idle timeout: %d fired early, "
+                        "%d with no server record" % (cut["fired_early"], cut["unexplained"]))
     if lost or cst.get("corrupt_or_lost_conns", 0):
         failures.append("%d bytes lost, %d connections with lost/corrupted data"
                         % (lost, cst.get("corrupt_or_lost_conns", 0)))
     for key in ("unexpected", "stalls", "workers_stuck", "worker_crashed"):
         if cst.get(key):
             failures.append("clients: %s = %d" % (key, cst[key]))
-    for key in ("handler_errors", "unraisable", "timer_fired_after_cancel", "idle_early", "timers_early"):
+    if sst.get("idle_early"):
+        failures.append("server: %d idle timeouts fired more than 100 ms before the idle period had "
+                        "passed since the socket's last data() call (max %s ms early; docs/API.md "
+                        "section 6 promises within 100 ms of the deadline)"
+                        % (sst["idle_early"], last.get("idle_max_early_ms")))
+    for key in ("handler_errors", "unraisable", "timer_fired_after_cancel", "timers_early"):
         if sst.get(key):
             failures.append("server: %s = %d" % (key, sst[key]))
     if last.get("overdue_timers"):
@@ -1076,6 +1154,14 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
                     failures.append("the workload never produced %s" % what)
 
     closes = {k[6:]: v for k, v in sorted(sst.items()) if k.startswith("close.")}
+    # RSS medians of the window's first and last fifth: a check on the slope that noise moves less
+    fifth = max(1, len(win) // 5)
+    rss_head = sorted(r for _, r, _ in win[:fifth])[fifth // 2] if win else None
+    rss_tail = sorted(r for _, r, _ in win[-fifth:])[fifth // 2] if win else None
+    by_t = {int(r["t"] - t0): r for r in reports}
+    series = [[int(t), r, f, by_t[int(t)]["conns"] if int(t) in by_t else None,
+               by_t[int(t)]["dc"]["sockets"] if int(t) in by_t else None]
+              for i, (t, r, f) in enumerate(samples) if i % 10 == 0]
     summary = {
         "verdict": "FAIL" if failures else "PASS",
         "failures": failures,
@@ -1089,7 +1175,8 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
         "rss_kib": {"start": base["rss"], "window_start": win[0][1] if win else None,
                     "end": samples[-1][1] if samples else None,
                     "max": max((r for _, r, _ in samples), default=None),
-                    "slope_kib_per_min": round(rss_slope, 1), "fitted_growth_pct": round(rss_growth_pct, 2)},
+                    "slope_kib_per_min": round(rss_slope, 1), "fitted_growth_pct": round(rss_growth_pct, 2),
+                    "median_first_fifth_of_window": rss_head, "median_last_fifth_of_window": rss_tail},
         "fds": {"start": base["fds"], "max": max((f for _, _, f in samples), default=None),
                 "end_of_load": samples[-1][2] if samples else None,
                 "after_clients_left": quiet["fds"] if quiet else None,
@@ -1099,6 +1186,7 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
                     "after_clients_left": quiet["dc"]["sockets"] if quiet else None,
                     "not_held_by_a_connection_slope_per_min": round(xsock_slope, 3),
                     "timers_slope_per_min": round(timers_slope, 2)},
+        "series_every_10s": {"columns": ["t", "rss_kib", "fds", "conns", "sockets"], "rows": series},
         "server_connections_max": max((r["conns"] for r in reports), default=None),
         "client_connections_max": cfinal.get("maxlive"),
         "clients": {
@@ -1120,6 +1208,9 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
                                    if k.startswith("idle.timeouts_seen")},
             "idle_wait_ms_max": cst.get("idle.wait_ms_max", 0),
             "idle_early_seen_by_client": cst.get("idle.early_seen_by_client", 0),
+            "idle_cut_short": cut,
+            "loop_lag_max_ms": cst.get("lag_max_ms", 0),
+            "loop_lags_over_500ms": cst.get("lags_over_500ms", 0),
             "slow_reader_stalls": cst.get("slow.stalls", 0),
         },
         "server": {
@@ -1151,9 +1242,11 @@ def print_summary(s):
     r, f, k, c, v = s["rss_kib"], s["fds"], s["sockets"], s["clients"], s["server"]
     print()
     print("soak summary (%.2f min, seed %d)" % (s["minutes"], s["seed"]))
-    print("  RSS      start %s, at 20%% %s, end %s, max %s; slope %+.1f KiB/min (fitted %+.2f%% over the window)"
+    print("  RSS      start %s, at 20%% %s, end %s, max %s; slope %+.1f KiB/min (fitted %+.2f%% over the window); "
+          "medians of the window's first/last fifth %s / %s"
           % (fmt_mib(r["start"]), fmt_mib(r["window_start"] or 0), fmt_mib(r["end"] or 0),
-             fmt_mib(r["max"] or 0), r["slope_kib_per_min"], r["fitted_growth_pct"]))
+             fmt_mib(r["max"] or 0), r["slope_kib_per_min"], r["fitted_growth_pct"],
+             fmt_mib(r["median_first_fifth_of_window"] or 0), fmt_mib(r["median_last_fifth_of_window"] or 0)))
     print("  fds      start %s, max %s, after clients left %s; slope %+.2f/min, not held by a "
           "connection %+.3f/min" % (f["start"], f["max"], f["after_clients_left"], f["slope_per_min"],
                                      f["not_held_by_a_connection_slope_per_min"]))
@@ -1168,9 +1261,12 @@ def print_summary(s):
              c["corrupt_or_lost_conns"], c["reset_prefix_bytes_verified"] / MiB,
              c["abort_prefix_bytes_verified"] / MiB))
     print("  clients  resets sent %d, server aborts seen %s, tls %s, tls_abort %s, idle timeouts seen %s "
-          "(max wait %d ms), slow-reader stalls %d, errors %d, stalls %d"
+          "(max wait %d ms), slow-reader stalls %d, errors %d, stalls %d, asyncio loop lag max %d ms"
           % (c["resets_sent"], c["abort_seen"], c["tls"], c["tls_abort"], c["idle_timeouts_seen"],
-             c["idle_wait_ms_max"], c["slow_reader_stalls"], c["unexpected_errors"], c["stalls"]))
+             c["idle_wait_ms_max"], c["slow_reader_stalls"], c["unexpected_errors"], c["stalls"],
+             c["loop_lag_max_ms"]))
+    if any(c["idle_cut_short"][k] for k in ("client_too_slow", "fired_early", "unexplained")):
+        print("  idle     cut short while active: %s" % c["idle_cut_short"])
     print("  server   idle timeouts %s (early %d, max late %s ms, max early %s ms), pauses %d, drains %d, terminate %d, close w/ backlog %d, reloads %d, "
           "CPU %.0f s" % (v["idle_timeouts_fired"], v["idle_timeouts_early"],
                           v["idle_timeout_max_late_ms"], v["idle_timeout_max_early_ms"], v["pauses"], v["drains"], v["terminate"],
@@ -1197,7 +1293,8 @@ def main():
                     help="%% of the window's mean RSS (default 3); RSS fails only if both are exceeded")
     ap.add_argument("--no-rss-check", action="store_true", help="report RSS but do not judge it (ASan)")
     ap.add_argument("--fd-slope-max", type=float, default=0.5, help="per minute (default 0.5)")
-    ap.add_argument("--inject", choices=("corrupt", "drop", "leak-fd", "leak-sockets", "leak-rss"),
+    ap.add_argument("--inject", choices=("corrupt", "drop", "leak-fd", "leak-sockets", "leak-rss",
+                                                "slow-handler"),
                     help="self-test: make the server misbehave on purpose (the soak must fail)")
     ap.add_argument("--role", choices=("monitor", "server", "client"), default="monitor",
                     help=argparse.SUPPRESS)
