@@ -494,10 +494,13 @@ class Clients:
         w.transport.abort()
 
     @staticmethod
-    async def close(w):
-        w.close()
+    async def close(w, abort=False):
+        if abort:
+            w.transport.abort()
+        else:
+            w.close()
         try:
-            await w.wait_closed()
+            await w.wait_closed()      # also retrieves the error a reset left there
         except (OSError, ssl.SSLError):
             pass
 
@@ -612,9 +615,8 @@ class Clients:
             self.st["reset.bytes_unsent_or_dropped"] += len(v.pending)
             self.rst(w)
             self.st["resets_sent"] += 1
-        except BaseException:
-            w.transport.abort()
-            raise
+        finally:
+            await self.close(w, abort=True)
 
     async def k_abort(self, rng, vs):
         """The server ends these (RST or close) 50-800 ms after accept; what came back must be
@@ -653,7 +655,7 @@ class Clients:
                 self.st["abort.rst_seen"] += 1
             self.st["abort.prefix_bytes"] += v.verified
         finally:
-            w.transport.abort()
+            await self.close(w, abort=True)
 
     async def k_tls(self, rng, vs):
         loop = asyncio.get_running_loop()
@@ -718,9 +720,8 @@ class Clients:
             self.rst(w)
             self.st["tls_abort.rst_mid_transfer"] += 1
             self.st["resets_sent"] += 1
-        except BaseException:
-            w.transport.abort()
-            raise
+        finally:
+            await self.close(w, abort=True)
 
     async def k_idle(self, rng, vs):
         loop = asyncio.get_running_loop()
@@ -1113,7 +1114,7 @@ def _monitor(args, seconds, hard_deadline, env, me, server, failures):
     for key in ("unexpected", "stalls", "workers_stuck", "worker_crashed"):
         if cst.get(key):
             failures.append("clients: %s = %d" % (key, cst[key]))
-    if sst.get("idle_early"):
+    if sst.get("idle_early") and not args.no_idle_early_check:
         failures.append("server: %d idle timeouts fired more than 100 ms before the idle period had "
                         "passed since the socket's last data() call (max %s ms early; docs/API.md "
                         "section 6 promises within 100 ms of the deadline)"
@@ -1292,6 +1293,9 @@ def main():
     ap.add_argument("--rss-growth-max", type=float, default=3.0,
                     help="%% of the window's mean RSS (default 3); RSS fails only if both are exceeded")
     ap.add_argument("--no-rss-check", action="store_true", help="report RSS but do not judge it (ASan)")
+    ap.add_argument("--no-idle-early-check", action="store_true",
+                    help="report idle timeouts that fire early but do not fail on them (the loop's "
+                         "clock is read once per iteration: see benchmarks/RESULTS.md, Soak)")
     ap.add_argument("--fd-slope-max", type=float, default=0.5, help="per minute (default 0.5)")
     ap.add_argument("--inject", choices=("corrupt", "drop", "leak-fd", "leak-sockets", "leak-rss",
                                                 "slow-handler"),
