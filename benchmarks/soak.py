@@ -102,8 +102,9 @@ def read_rss_kib(pid="self"):
 
 
 def count_fds(pid="self"):
+    """Open fds of a process (for "self", not counting the one listdir itself opens)."""
     try:
-        return len(os.listdir("/proc/%s/fd" % pid))
+        return len(os.listdir("/proc/%s/fd" % pid)) - (pid == "self")
     except OSError:
         return None
 
