@@ -106,6 +106,22 @@ static int fill_unix(const char *path, size_t pathlen, struct sockaddr_un *a, so
     return 0;
 }
 
+int bs_set_bind_opts(int fd, int family, int reuse_port, int ipv6_only) {
+    int one = 1;
+    if (reuse_port) {
+#ifdef SO_REUSEPORT
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) return -errno;
+#else
+        return -ENOPROTOOPT;
+#endif
+    }
+    if (family == BS_AF_INET6) {
+        int v6 = ipv6_only ? 1 : 0;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) < 0) return -errno;
+    }
+    return 0;
+}
+
 int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only) {
     return bs_listen_tcp_ex(family, ip, port, backlog, reuse_port, ipv6_only, NULL, 0);
 }
@@ -120,17 +136,10 @@ int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reus
     if (fd < 0) return fd;
     /* Without SO_REUSEADDR a restarted server cannot bind while old connections sit in TIME_WAIT. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) return fail_close(fd);
-    if (reuse_port) {
-#ifdef SO_REUSEPORT
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) return fail_close(fd);
-#else
+    r = bs_set_bind_opts(fd, family, reuse_port, ipv6_only);
+    if (r < 0) {
         close(fd);
-        return -ENOPROTOOPT;
-#endif
-    }
-    if (family == BS_AF_INET6) {
-        int v6 = ipv6_only ? 1 : 0;
-        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) < 0) return fail_close(fd);
+        return r;
     }
     /* The caller's options come last, so they may override the defaults above. */
     if ((r = bs_apply_sockopts(fd, opts, nopts)) < 0) {

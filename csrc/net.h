@@ -50,6 +50,9 @@ int bs_local_port(int fd);
 struct sockaddr_storage;
 /* An IP literal (IPv6 with an optional %scope) and port as a sockaddr (udp.c sends to these). */
 int bs_fill_inet(int family, const char *ip, int port, struct sockaddr_storage *ss, unsigned *len);
+/* SO_REUSEPORT (when asked; -ENOPROTOOPT where the platform lacks it) and IPV6_V6ONLY on an
+ * AF_INET6 socket, before bind(); shared by TCP listeners and UDP sockets. 0 or -errno. */
+int bs_set_bind_opts(int fd, int family, int reuse_port, int ipv6_only);
 
 ssize_t bs_send(int fd, const void *p, size_t n);
 ssize_t bs_sendv(int fd, const struct iovec *iov, int iovcnt);

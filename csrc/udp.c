@@ -38,20 +38,13 @@ int bs_udp_open(int family, const char *ip, int port, int reuse_port, int ipv6_o
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
         return fail_close(fd);
 #endif
-    if (reuse_port) {
-        /* Several sockets on one port: SO_REUSEPORT spreads unicast datagrams across them, and
-         * SO_REUSEADDR is what lets multicast listeners share a group's port. */
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) return fail_close(fd);
-#ifdef SO_REUSEPORT
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) return fail_close(fd);
-#else
+    /* Several sockets on one port: SO_REUSEPORT spreads unicast datagrams across them, and
+     * SO_REUSEADDR is what lets multicast listeners share a group's port. */
+    if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) return fail_close(fd);
+    r = bs_set_bind_opts(fd, family, reuse_port, ipv6_only);
+    if (r < 0) {
         close(fd);
-        return -ENOPROTOOPT;
-#endif
-    }
-    if (family == BS_AF_INET6) {
-        int v6 = ipv6_only ? 1 : 0;
-        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) < 0) return fail_close(fd);
+        return r;
     }
     if (bind(fd, (struct sockaddr *)&ss, (socklen_t)len) < 0) return fail_close(fd);
     return fd;

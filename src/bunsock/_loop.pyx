@@ -228,11 +228,7 @@ cdef int call_handler(Loop loop, object h, object owner, object on_error, int na
         else:
             _unraisable(e, h)
     finally:
-        loop.depth -= 1
-        if loop.pid != _pid:
-            _forked_in_callback(loop)
-        elif loop.depth == 0 and loop.cork_head is not None:
-            loop._uncork()
+        _leave_callback(loop)
     return failed
 
 
@@ -246,11 +242,18 @@ cdef int call_callback(Loop loop, object fn, tuple args) except -1:
         if loop.pid == _pid:
             _unraisable(e, fn)
     finally:
-        loop.depth -= 1
-        if loop.pid != _pid:
-            _forked_in_callback(loop)
-        elif loop.depth == 0 and loop.cork_head is not None:
-            loop._uncork()
+        _leave_callback(loop)
+    return 0
+
+
+cdef inline int _leave_callback(Loop loop) except -1:
+    """The end of a handler's or callback's scope (also when it raised): the outermost one
+    flushes what was corked."""
+    loop.depth -= 1
+    if loop.pid != _pid:
+        _forked_in_callback(loop)
+    elif loop.depth == 0 and loop.cork_head is not None:
+        loop._uncork()
     return 0
 
 
