@@ -112,7 +112,7 @@ cdef class Loop:
     cdef bint running, stopping, closed, embedded
     cdef _Waker waker
     cdef object executor
-    cdef unsigned long run_thread  # PyThread ident of the thread in run()/run_once(); 0: none
+    cdef unsigned long run_thread  # bs_thread_id() of the thread in run()/run_once(); 0: none
     cdef long pid                  # the process that created it (a forked child must not use it)
     cdef set listeners             # its live listeners: serve() workers adopt them after fork
     cdef object __weakref__        # the at-fork hook finds every live loop through a WeakSet

@@ -156,7 +156,7 @@ cdef class Loop:
     def stop(self):
         """Make run() return after the current iteration. Callable from any thread."""
         self.stopping = True
-        if self.run_thread != 0 and self.run_thread != PyThread_get_thread_ident():
+        if self.run_thread != 0 and self.run_thread != bs_thread_id():
             bs_waker_signal(&self.waker.w)
 
     def time(self):
@@ -386,7 +386,7 @@ cdef class Loop:
         if self.running:
             raise RuntimeError("this loop is already running")
         self.running = True
-        self.run_thread = PyThread_get_thread_ident()
+        self.run_thread = bs_thread_id()
         self.now = bs_monotonic_ms()
         return 0
 

@@ -75,11 +75,11 @@ cdef class _SocketReader(_SocketWriter):
         else:
             buf = _lend_view(loop, n)
             try:
-                call_handler(loop, h, self, ctx.on_error, 1, buf)
+                _call_handler(loop, h, self, ctx.on_error, 1, buf, None, None)
             finally:
                 _return_view(loop, buf)
             return 0
-        call_handler(loop, h, self, ctx.on_error, 1, buf)
+        _call_handler(loop, h, self, ctx.on_error, 1, buf, None, None)
         return 0
 
     cdef int _on_eof(self) except -1:
