@@ -225,7 +225,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
 
     Parameters (keyword-only):
       hostname, port: address to bind (port 0 picks a free one: read listener.port); or
-      unix: a unix socket path (str/bytes/PathLike; "\0name" for a Linux abstract name); or
+      unix: a unix socket path (str/bytes/PathLike; "\\0name" for a Linux abstract name); or
       fd= / sock=: an existing socket, taken over (closed at stop(); a bound socket not yet
         listening gets listen(backlog)).
       socket: the handler table shared by every accepted socket: an object with methods or a
