@@ -272,18 +272,6 @@ int bs_set_nodelay(int fd, int on) {
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0 ? -errno : 0;
 }
 
-int bs_set_keepalive(int fd, int on, int initial_delay) {
-    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0) return -errno;
-    if (on && initial_delay > 0) {
-#if defined(TCP_KEEPIDLE)
-        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &initial_delay, sizeof initial_delay) < 0) return -errno;
-#elif defined(TCP_KEEPALIVE)
-        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &initial_delay, sizeof initial_delay) < 0) return -errno;
-#endif
-    }
-    return 0;
-}
-
 int bs_set_linger0(int fd) {
     struct linger l = {1, 0};
     return setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0 ? -errno : 0;

@@ -38,7 +38,6 @@ int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip
 int bs_connect_unix_ex(const char *path, size_t pathlen, const struct bs_sockopt *opts, int nopts,
                        int *in_progress);
 int bs_set_nodelay(int fd, int on);
-int bs_set_keepalive(int fd, int on, int initial_delay);
 int bs_set_linger0(int fd);
 int bs_shutdown(int fd, int how_read);
 /* Local or peer address as text.  Returns the family code (0 when the fd is not a socket the loop

@@ -76,7 +76,6 @@ cdef extern from "net.h" nogil:
     int bs_connect_unix(const char *path, size_t pathlen, int *in_progress)
     int bs_socket_error(int fd)
     int bs_set_nodelay(int fd, int on)
-    int bs_set_keepalive(int fd, int on, int initial_delay)
     int bs_set_linger0(int fd)
     int bs_shutdown(int fd, int how_read)
     int bs_sockname(int fd, int peer, char *out, size_t outlen, int *port)

@@ -82,8 +82,9 @@ cdef int _he_next(Socket s) except -1:
         a.loop = loop
         a.sock = s
         a.fd = fd
-        if bs_poller_add(&loop.poller, fd, <void *>a, BS_WRITABLE) < 0:
-            ext.last_exc = _oserror(errno_value())
+        r = bs_poller_add(&loop.poller, fd, <void *>a, BS_WRITABLE)
+        if r < 0:
+            ext.last_exc = _oserror(-r)
             c_close(fd)
             a.fd = -1
             continue

@@ -40,10 +40,12 @@ cdef class Listener(_Handle):
         the child may not use. Its fd (inherited, shared with the parent: the kernel hands each
         connection to one process) is registered with `loop`, this process's own. The
         connections the parent had accepted are the parent's: this listener starts with none."""
+        cdef int err
         if self.stopped or self.fd < 0:
             return 0
-        if bs_poller_add(&loop.poller, self.fd, <void *>self, BS_READABLE) < 0:
-            _raise_errno(errno_value())
+        err = -bs_poller_add(&loop.poller, self.fd, <void *>self, BS_READABLE)
+        if err > 0:
+            _raise_errno(err)
         self.loop.listeners.discard(self)
         self.loop = loop      # the poller's reference moves with it
         self.mask = BS_READABLE

@@ -558,8 +558,8 @@ cdef class Loop:
         ext = s._get_ext()
         ext.host = host
         ext.addrs = []          # nothing to fall back to: a failure is the connect_error
-        if bs_poller_add(&self.poller, fd, <void *>s, BS_WRITABLE) < 0:
-            r = errno_value()
+        r = -bs_poller_add(&self.poller, fd, <void *>s, BS_WRITABLE)
+        if r > 0:
             s._teardown()
             _raise_errno(r)
         s.fd = fd

@@ -219,11 +219,13 @@ cdef class UdpSocket(_Handle):
         return call_handler(self.loop, self.on_error, self, None, 1, exc)
 
     cdef int _owe_drain(self) except -1:
+        cdef int err
         self.uflags |= U_DRAIN_OWED
         if not (self.mask & BS_WRITABLE):
-            if bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask,
-                             BS_READABLE | BS_WRITABLE) < 0:
-                _raise_errno(errno_value())
+            err = -bs_poller_mod(&self.loop.poller, self.fd, <void *>self, self.mask,
+                                 BS_READABLE | BS_WRITABLE)
+            if err > 0:
+                _raise_errno(err)
             self.mask = BS_READABLE | BS_WRITABLE
         return 0
 
@@ -550,7 +552,7 @@ cdef int _check_r(int r) except -1:
 def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str ip, int port,
              bint reuse_port, bint ipv6_only, hostname, connect_ip, int connect_port):
     """Bind (and connect) a UdpSocket; the argument checking is bunsock._udp_api's."""
-    cdef int fd, r
+    cdef int fd, r, err
     cdef bs_addr peer
     loop._check_open()
     fd = bs_udp_open(family, ip.encode(), port, reuse_port, ipv6_only)
@@ -589,8 +591,8 @@ cdef UdpSocket _udp_register(Loop loop, tuple handlers, data, int binary_type, i
     u.on_data, u.on_drain, u.on_error, u.on_close = handlers
     if loop.udp_rx is None:
         loop.udp_rx = _UdpArea.__new__(_UdpArea)
-    if bs_poller_add(&loop.poller, fd, <void *>u, BS_READABLE) < 0:
-        err = errno_value()
+    err = -bs_poller_add(&loop.poller, fd, <void *>u, BS_READABLE)
+    if err > 0:
         c_close(fd)
         u.fd = -1
         u.uflags = U_CLOSED
