@@ -3,7 +3,9 @@
 Each extension links the C core files it needs directly (no shared library to install).
 BUNSOCK_DEBUG=1 builds with -O0 -g, C assertions on and Cython's safety checks on.
 Release builds (the default, and every published wheel) carry no debug info and are stripped at
-link time; BUNSOCK_DEBUG=1 and BUNSOCK_ASAN=1 builds keep their symbols.
+link time; BUNSOCK_DEBUG=1 and BUNSOCK_ASAN=1 builds keep their symbols. BUNSOCK_SYMBOLS=1 is a
+release build (-O2, same code) that keeps symbols and line info, so that
+benchmarks/instr_pingpong.py --breakdown can attribute instructions to functions.
 """
 import os
 import sys
@@ -13,6 +15,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("BUNSOCK_DEBUG", "") not in ("", "0")
 ASAN = os.environ.get("BUNSOCK_ASAN", "") not in ("", "0")
+SYMBOLS = os.environ.get("BUNSOCK_SYMBOLS", "") not in ("", "0")
 
 # Only the C core is held to -Wall -Wextra -Werror (tests/test_csrc.py compiles it that way);
 # Cython's generated code trips -Wextra in ways that are not ours to fix.
@@ -29,6 +32,8 @@ if ASAN:
     # Run with LD_PRELOAD=$(gcc -print-file-name=libasan.so): see scripts/asan-tests.sh.
     cflags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     ldflags += ["-fsanitize=address"]
+elif SYMBOLS and not DEBUG:
+    cflags += ["-g"]
 elif not DEBUG:
     # Python's own CFLAGS usually carry -g: -g0 (last wins) drops the debug info, and the linker
     # strips the symbol table (the module's exported PyInit_* stays in the dynamic table).
