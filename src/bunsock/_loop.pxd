@@ -44,6 +44,9 @@ cdef enum:
 cdef class _Ctx:
     cdef object on_open, on_data, on_drain, on_close, on_error, on_end, on_timeout
     cdef object on_connect_error, on_handshake
+    # on_data resolved once per table (set_handlers): its function, and the object it is bound
+    # to (None unless on_data is a bound method), so each message's call needs no method object
+    cdef object data_fn, data_self
     cdef int binary_type
     cdef bint allow_half_open
     cdef Py_ssize_t hwm          # -1: unbounded
@@ -109,6 +112,9 @@ cdef class Loop:
     cdef list dead                 # closed this batch: kept alive until the batch is done
     cdef object ready              # deque of Timer for call_soon
     cdef Py_ssize_t nready         # len(ready), read once per iteration
+    # Polling without letting the GIL go first (_poll): how many iterations to skip that try
+    # after it found nothing, the current backoff, and tries in a row that found events.
+    cdef int try_skip, try_backoff, try_streak
     cdef bint running, stopping, closed, embedded
     cdef _Waker waker
     cdef object executor
@@ -132,6 +138,7 @@ cdef class Loop:
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1
     cdef int64_t _timeout(self)
+    cdef int _poll(self, int timeout) except? -1
     cdef int _iterate(self, int timeout) except -1
     cdef int _begin(self) except -1
     cdef void _end(self) noexcept

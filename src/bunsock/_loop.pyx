@@ -100,6 +100,9 @@ cdef enum:
     # Writes made inside a handler are held (corked) up to this much; beyond it coalescing
     # saves nothing and the kernel should see the bytes now (so that buffered_amount is real).
     CORK_LIMIT = 65536
+    # Loop._poll: most iterations a missed non-blocking try skips, and most tries in a row
+    TRY_BACKOFF_MAX = 64
+    TRY_STREAK_MAX = 64
 
 # Out of descriptors on accept: stop accepting this long (seconds) and let closes free some.
 cdef double ACCEPT_BACKOFF_S = 0.1
@@ -157,9 +160,15 @@ cdef long _pid = getpid()
 
 cdef extern from *:
     """
-    /* The calling thread's identity as the address of a thread-local byte: read %fs-relative,
-     * with no function call, so the thread check on every write costs next to nothing. */
+    /* The calling thread's identity as the address of a thread-local byte, so the thread check
+     * on every write costs next to nothing. initial-exec: one %fs-relative address with no
+     * __tls_get_addr call (the default model for a dlopen()ed module calls it on every use);
+     * one byte fits in the static TLS surplus glibc keeps for modules loaded later. */
+    #if defined(__GNUC__) && defined(__ELF__)
+    static __thread char bs_thread_marker __attribute__((tls_model("initial-exec")));
+    #else
     static __thread char bs_thread_marker;
+    #endif
     static inline unsigned long bs_thread_id(void) { return (unsigned long)(size_t)&bs_thread_marker; }
     """
     unsigned long bs_thread_id() nogil
@@ -210,6 +219,54 @@ cdef int _forked_in_callback(Loop loop) except -1:
 # Calling user code: the one place that decides what a handler's exception does
 
 
+cdef extern from *:
+    """
+    /* A handler call without argument tuples or a bound-method object: h(owner[, a[, b[, c]]]),
+     * or fn(self, owner, ...) for a bound method resolved once per table (_Ctx.set_handlers).
+     * The function's own vectorcall entry is called directly (what PyObject_Vectorcall does,
+     * minus its thread-state lookup and result check, which Python functions do not need).
+     * The result is dropped here; -1 means an exception is set. */
+    static inline int bs_call_handler(PyObject *fn, PyObject *self, PyObject *owner, int nargs,
+                                      PyObject *a, PyObject *b, PyObject *c) {
+        PyObject *args[6];
+        PyObject *const *argv;
+        size_t n;
+        PyObject *r;
+        vectorcallfunc f;
+        args[0] = NULL;   /* the PY_VECTORCALL_ARGUMENTS_OFFSET slot callees may borrow */
+        args[1] = self;
+        args[2] = owner;
+        args[3] = a;
+        args[4] = b;
+        args[5] = c;
+        if (self != NULL) {
+            argv = args + 1;
+            n = (size_t)nargs + 2;
+        } else {
+            argv = args + 2;
+            n = (size_t)nargs + 1;
+        }
+        f = PyVectorcall_Function(fn);
+        if (f != NULL)
+            r = f(fn, argv, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        else
+            r = PyObject_Vectorcall(fn, argv, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    /* Raises the exception already set (to re-enter Cython's try/except with it). */
+    static inline int bs_pending_error(void) { return -1; }
+    """
+    int bs_call_handler(PyObject *fn, PyObject *self, PyObject *owner, int nargs, PyObject *a,
+                        PyObject *b, PyObject *c)
+    int bs_pending_error() except -1
+    bint PyMethod_Check(object o)
+    PyObject *PyMethod_GET_FUNCTION(object o)
+    PyObject *PyMethod_GET_SELF(object o)
+
+
 cdef int call_handler(Loop loop, object h, object owner, object on_error, int nargs,
                       object a=None, object b=None, object c=None) except -1:
     """Call h(owner[, a[, b[, c]]]) as a handler: writes inside it are corked and flushed when the
@@ -217,26 +274,33 @@ cdef int call_handler(Loop loop, object h, object owner, object on_error, int na
     reply it wrote is never stranded). An Exception goes to on_error(owner, exc) when given (an
     exception there, or without one, to sys.unraisablehook); a BaseException propagates after
     the flush. Returns 1 when h raised an Exception, else 0."""
-    return _call_handler(loop, h, owner, on_error, nargs, a, b, c)
+    if PyMethod_Check(h):
+        return _call_handler(loop, PyMethod_GET_FUNCTION(h), PyMethod_GET_SELF(h), h, owner,
+                             on_error, nargs, a, b, c)
+    return _call_handler(loop, <PyObject *>h, NULL, h, owner, on_error, nargs, a, b, c)
 
 
-cdef inline int _call_handler(Loop loop, object h, object owner, object on_error, int nargs,
-                              object a, object b, object c) except -1:
+cdef inline int _call_handler(Loop loop, PyObject *fn, PyObject *bound, object h, object owner,
+                              object on_error, int nargs, object a, object b,
+                              object c) except -1:
     # call_handler's body, inline so that the `data` path (_deliver) gets it specialised to one
-    # argument by the compiler; everything else calls call_handler.
-    cdef int failed = 0
+    # argument. fn/bound: h, or its function and self when h is a bound method (the caller keeps
+    # h, and so both, alive). The normal return runs no try/except machinery: only a handler
+    # that raised goes through _handler_raised.
     loop.depth += 1
+    if bs_call_handler(fn, bound, <PyObject *>owner, nargs, <PyObject *>a, <PyObject *>b,
+                       <PyObject *>c) < 0:
+        return _handler_raised(loop, h, owner, on_error)
+    _leave_callback(loop)
+    return 0
+
+
+cdef int _handler_raised(Loop loop, object h, object owner, object on_error) except -1:
+    """The handler h raised (the exception is set): route it as documented in call_handler,
+    end the handler's scope, return 1 (or propagate a BaseException)."""
     try:
-        if nargs == 0:
-            h(owner)
-        elif nargs == 1:
-            h(owner, a)
-        elif nargs == 2:
-            h(owner, a, b)
-        else:
-            h(owner, a, b, c)
+        bs_pending_error()
     except Exception as e:
-        failed = 1
         if loop.pid != _pid:
             pass          # a forked child: the finally clause leaves the parent's loop
         elif on_error is not None and on_error is not h:
@@ -245,7 +309,7 @@ cdef inline int _call_handler(Loop loop, object h, object owner, object on_error
             _unraisable(e, h)
     finally:
         _leave_callback(loop)
-    return failed
+    return 1
 
 
 cdef int call_callback(Loop loop, object fn, tuple args) except -1:
@@ -290,6 +354,12 @@ cdef class _Ctx:
     cdef set_handlers(self, tuple h):
         (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error, self.on_end,
          self.on_timeout, self.on_connect_error, self.on_handshake) = h
+        if self.on_data is not None and PyMethod_Check(self.on_data):
+            self.data_fn = <object>PyMethod_GET_FUNCTION(self.on_data)
+            self.data_self = <object>PyMethod_GET_SELF(self.on_data)
+        else:
+            self.data_fn = self.on_data
+            self.data_self = None
 
     cdef _Ctx copy(self):
         return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,

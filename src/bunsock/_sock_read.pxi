@@ -61,12 +61,15 @@ cdef class _SocketReader(_SocketWriter):
         what TLS decrypted there), as the socket's binary_type; its writes are corked."""
         cdef Loop loop = self.loop
         cdef _Ctx ctx = self.ctx
-        cdef object h = ctx.on_data
+        # Held here, not borrowed from ctx: the handler may reload() the table during the call.
+        cdef object fn = ctx.data_fn
+        cdef object bound = ctx.data_self
+        cdef PyObject *pself = NULL if bound is None else <PyObject *>bound
         cdef object buf
         cdef int bt = ctx.binary_type
         if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
             return _relay_put(self.ext.pipe_out, loop.rbuf, n)
-        if h is None:
+        if fn is None:
             return 0
         if bt == BT_BYTES:
             buf = PyBytes_FromStringAndSize(loop.rbuf, n)
@@ -75,11 +78,13 @@ cdef class _SocketReader(_SocketWriter):
         else:
             buf = _lend_view(loop, n)
             try:
-                _call_handler(loop, h, self, ctx.on_error, 1, buf, None, None)
+                _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1,
+                              buf, None, None)
             finally:
                 _return_view(loop, buf)
             return 0
-        _call_handler(loop, h, self, ctx.on_error, 1, buf, None, None)
+        _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1, buf, None,
+                      None)
         return 0
 
     cdef int _on_eof(self) except -1:
