@@ -17,6 +17,7 @@ one concern each:
   _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine)
   _sock_read.pxi    socket events: read, EOF, writable, idle timer, connecting
   _sock_api.pxi     Socket: the public methods and properties
+  _write_fast.pxi   Socket.write's C entry: sock.write(bytes) without generic argument parsing
   _udp.pxi          UdpSocket: datagrams in recvmmsg batches, send/send_many
   _group.pxi        Group: one write to many sockets (broadcast)
   _happy.pxi        Happy Eyeballs: several connect attempts racing for one Socket
@@ -419,6 +420,7 @@ include "_sock_base.pxi"
 include "_sock_write.pxi"
 include "_sock_read.pxi"
 include "_sock_api.pxi"
+include "_write_fast.pxi"
 include "_udp.pxi"
 include "_group.pxi"
 include "_happy.pxi"
