@@ -137,7 +137,7 @@ cdef class Loop:
     cdef Timer _soon(self, fn, tuple args)
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1
-    cdef int64_t _timeout(self)
+    cdef int64_t _timeout(self) noexcept
     cdef int _poll(self, int timeout) except? -1
     cdef int _iterate(self, int timeout) except -1
     cdef int _begin(self) except -1
@@ -226,10 +226,10 @@ cdef class _SocketBase(_Handle):
     cdef int _fail(self, int err) except -1
 
 cdef class _SocketWriter(_SocketBase):
-    cdef Py_ssize_t _pending(self)
-    cdef Py_ssize_t _tls_held(self)
-    cdef Py_ssize_t _backlog(self)
-    cdef Py_ssize_t _hwm_room(self, Py_ssize_t n)
+    cdef Py_ssize_t _pending(self) noexcept
+    cdef Py_ssize_t _tls_held(self) noexcept
+    cdef Py_ssize_t _backlog(self) noexcept
+    cdef Py_ssize_t _hwm_room(self, Py_ssize_t n) noexcept
     cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1
     cdef int _settle(self) except -1

@@ -247,7 +247,10 @@ cdef extern from *:
             argv = args + 2;
             n = (size_t)nargs + 1;
         }
-        f = PyVectorcall_Function(fn);
+        /* PyVectorcall_Function, inline (in 3.11 it is an exported function call) */
+        f = NULL;
+        if (PyType_HasFeature(Py_TYPE(fn), Py_TPFLAGS_HAVE_VECTORCALL))
+            memcpy(&f, (char *)fn + Py_TYPE(fn)->tp_vectorcall_offset, sizeof(f));
         if (f != NULL)
             r = f(fn, argv, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         else
@@ -334,7 +337,7 @@ cdef inline int _leave_callback(Loop loop) except -1:
     if loop.pid != _pid:
         _forked_in_callback(loop)
     elif loop.depth == 0 and loop.cork_head is not None:
-        loop._uncork()
+        Loop._uncork(loop)
     return 0
 
 

@@ -315,7 +315,7 @@ cdef class Loop:
 
     # -- running --
 
-    cdef int64_t _timeout(self):
+    cdef int64_t _timeout(self) noexcept:
         """How long the poller may sleep: -2 when nothing keeps the loop going."""
         cdef int64_t timeout
         if self.nready:
@@ -369,7 +369,7 @@ cdef class Loop:
         cdef _Handle h
         if self.pid != _pid:
             _wrong_caller(self)
-        n = self._poll(timeout)
+        n = Loop._poll(self, timeout)      # (Loop.x(self): a direct C call, not the vtable)
         err = -n
         self.n_poll += 1
         # The clock only matters to armed timers; code that arms one while none is armed reads
@@ -430,10 +430,10 @@ cdef class Loop:
         self.stopping = False
         try:
             while not self.stopping:
-                timeout = self._timeout()
+                timeout = Loop._timeout(self)
                 if timeout == -2:
                     break
-                self._iterate(<int>timeout)
+                Loop._iterate(self, <int>timeout)
         finally:
             self._end()
 

@@ -39,7 +39,7 @@ cdef class _SocketReader(_SocketWriter):
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
-                    _SocketReader._deliver(self, n)
+                    _deliver(self, n)
                 if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
                     return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
                 # A short read means the kernel queue is empty; level-triggered polling reports
@@ -59,33 +59,7 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _deliver(self, Py_ssize_t n) except -1:
         """Hand the first n bytes of the loop's receive buffer to `data` (plaintext read, or
         what TLS decrypted there), as the socket's binary_type; its writes are corked."""
-        cdef Loop loop = self.loop
-        cdef _Ctx ctx = self.ctx
-        # Held here, not borrowed from ctx: the handler may reload() the table during the call.
-        cdef object fn = ctx.data_fn
-        cdef object bound = ctx.data_self
-        cdef PyObject *pself = NULL if bound is None else <PyObject *>bound
-        cdef object buf
-        cdef int bt = ctx.binary_type
-        if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
-            return _relay_put(self.ext.pipe_out, loop.rbuf, n)
-        if fn is None:
-            return 0
-        if bt == BT_BYTES:
-            buf = PyBytes_FromStringAndSize(loop.rbuf, n)
-        elif bt == BT_BYTEARRAY:
-            buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
-        else:
-            buf = _lend_view(loop, n)
-            try:
-                _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1,
-                              buf, None, None)
-            finally:
-                _return_view(loop, buf)
-            return 0
-        _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1, buf, None,
-                      None)
-        return 0
+        return _deliver(self, n)
 
     cdef int _on_eof(self) except -1:
         cdef object h
@@ -294,3 +268,47 @@ cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
     if o is None:
         return bs_connect_unix(ext.unix_path, len(ext.unix_path), in_progress)
     return bs_connect_unix_ex(ext.unix_path, len(ext.unix_path), o.opts, o.n, in_progress)
+
+
+cdef inline int _deliver(_SocketReader self, Py_ssize_t n) except -1:
+    # _SocketReader._deliver, inline into the read loop: the common case (bytes to a `data`
+    # handler) here, the others (a relay, bytearray, memoryview, no handler) out of line.
+    cdef _Ctx ctx = self.ctx
+    # Held here, not borrowed from ctx: the handler may reload() the table during the call.
+    cdef object fn = ctx.data_fn
+    cdef object bound
+    if ctx.binary_type != BT_BYTES or fn is None or (self.flags & F_PIPE_SRC):
+        return _deliver_other(self, n)
+    bound = ctx.data_self
+    _call_handler(self.loop, <PyObject *>fn, NULL if bound is None else <PyObject *>bound,
+                  ctx.on_data, self, ctx.on_error, 1,
+                  PyBytes_FromStringAndSize(self.loop.rbuf, n), None, None)
+    return 0
+
+
+cdef int _deliver_other(_SocketReader self, Py_ssize_t n) except -1:
+    cdef Loop loop = self.loop
+    cdef _Ctx ctx = self.ctx
+    cdef object fn = ctx.data_fn
+    cdef object bound = ctx.data_self
+    cdef PyObject *pself = NULL if bound is None else <PyObject *>bound
+    cdef object buf
+    if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
+        return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+    if fn is None:
+        return 0
+    if ctx.binary_type == BT_BYTES:
+        buf = PyBytes_FromStringAndSize(loop.rbuf, n)
+    elif ctx.binary_type == BT_BYTEARRAY:
+        buf = PyByteArray_FromStringAndSize(loop.rbuf, n)
+    else:
+        buf = _lend_view(loop, n)
+        try:
+            _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1, buf,
+                          None, None)
+        finally:
+            _return_view(loop, buf)
+        return 0
+    _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1, buf, None,
+                  None)
+    return 0

@@ -27,21 +27,21 @@ cdef class _CorkCtx:
 
 cdef class _SocketWriter(_SocketBase):
 
-    cdef Py_ssize_t _pending(self):
+    cdef Py_ssize_t _pending(self) noexcept:
         if self.cork_obj is not None:
             return self.sink.len + PyBytes_GET_SIZE(self.cork_obj)
         return self.sink.len
 
-    cdef Py_ssize_t _tls_held(self):
+    cdef Py_ssize_t _tls_held(self) noexcept:
         """Plaintext TLS holds back (written before the handshake finished)."""
         return (<_TlsHook>self.ext.tls).buffered() if self.flags & F_TLS else 0
 
-    cdef Py_ssize_t _backlog(self):
+    cdef Py_ssize_t _backlog(self) noexcept:
         """What buffered_amount reports: a backlog the kernel refused, plus what TLS holds."""
         cdef Py_ssize_t n = self._pending() if self.flags & F_BACKED_UP else 0
         return n + self._tls_held()
 
-    cdef Py_ssize_t _hwm_room(self, Py_ssize_t n):
+    cdef Py_ssize_t _hwm_room(self, Py_ssize_t n) noexcept:
         """How many of n more bytes the buffers may take under high_water_mark."""
         cdef Py_ssize_t hwm = self.ctx.hwm, used
         if hwm < 0 or (self.flags & (F_WHOLE | F_PIPE_DST)):
@@ -145,7 +145,7 @@ cdef class _SocketWriter(_SocketBase):
                 if loop.depth > 0 and not (self.flags & F_CORKED):
                     self.flags |= F_CORKED
                     self.cork_next = loop.cork_head
-                    loop.cork_head = self
+                    loop.cork_head = <Socket>self
                 return n
             # Past what corking is for: push what the cork holds and write through.
             self._flush()

@@ -16,14 +16,15 @@ cdef extern from *:
     static PyObject *bs_write_generic;        /* the Cython `def write`, for any other call */
     static PyObject *bs_write_doc;            /* keeps the descriptor's ml_doc alive */
 
-    static PyObject *bs_write_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                    PyObject *kwnames) {
+    #if defined(__GNUC__)
+    __attribute__((noinline))
+    #endif
+    static PyObject *bs_write_slow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
         PyObject *stack[8];
         PyObject **argv = stack;
         Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, i;
         PyObject *r;
-        if (nargs == 1 && nkw == 0 && PyBytes_CheckExact(args[0]))
-            return bs_write_bytes(self, args[0]);
         /* self, then the positional and keyword values as they came */
         if (nargs + nkw + 1 > (Py_ssize_t)(sizeof(stack) / sizeof(stack[0]))) {
             argv = (PyObject **)PyMem_Malloc((size_t)(nargs + nkw + 1) * sizeof(PyObject *));
@@ -37,6 +38,31 @@ cdef extern from *:
         if (argv != stack)
             PyMem_Free(argv);
         return r;
+    }
+
+    /* write() returns the count it accepted, nearly always the same one (the message size):
+     * one cached int object saves creating it (PyLong_FromSsize_t) per call. */
+    static Py_ssize_t bs_last_n = -1;
+    static PyObject *bs_last_int;
+
+    static PyObject *bs_int(Py_ssize_t n) {
+        if (n != bs_last_n) {
+            PyObject *o = PyLong_FromSsize_t(n);
+            if (o == NULL)
+                return NULL;
+            Py_XSETREF(bs_last_int, o);
+            bs_last_n = n;
+        }
+        Py_INCREF(bs_last_int);
+        return bs_last_int;
+    }
+
+    /* Kept small (the slow shapes are out of line) so the common call costs a few compares. */
+    static PyObject *bs_write_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+        if (nargs == 1 && kwnames == NULL && PyBytes_CheckExact(args[0]))
+            return bs_write_bytes(self, args[0]);
+        return bs_write_slow(self, args, nargs, kwnames);
     }
 
     static PyMethodDef bs_write_def = {
@@ -70,14 +96,33 @@ cdef extern from *:
     ctypedef PyObject *(*bs_write_bytes_t)(PyObject *self, PyObject *data)
     int bs_install_write(PyTypeObject *tp, object generic, bs_write_bytes_t fast,
                          object doc) except -1
+    object bs_int(Py_ssize_t n)
 
 
 cdef object _write_bytes(Socket self, object data):
     """write(data) with data an exact bytes object: what Socket.write does for it."""
-    _check_thread(self.loop)
+    cdef Loop loop = self.loop
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    _check_thread(loop)
+    # The common case, decided here in one test: a handler's first write on an open plaintext
+    # socket with nothing pending, within the cork limit and high_water_mark. It is exactly what
+    # _write + _write_raw do then (the corked branch: hold the object, join the cork list), and
+    # every other state takes the full path below.
+    if (loop.depth > 0 and self.state == ST_OPEN and self.cork_obj is None and
+            self.sink.len == 0 and 0 < n <= CORK_LIMIT and
+            not (self.flags & (F_ENDING | F_SHUT_WR | F_TLS | F_BACKED_UP | F_PIPE_DST)) and
+            (self.ctx.hwm < 0 or n <= self.ctx.hwm)):
+        self.last_active = <uint32_t>loop.now
+        self.flags &= ~F_IDLE_FIRED
+        self.cork_obj = data
+        if not (self.flags & F_CORKED):
+            self.flags |= F_CORKED
+            self.cork_next = loop.cork_head
+            loop.cork_head = self
+        return bs_int(n)
     if self.flags & F_PIPE_DST:
         _relay_spill_in(self)     # bytes a splice left in the kernel pipe go first
-    return _SocketWriter._write(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
+    return bs_int(_SocketWriter._write(self, PyBytes_AS_STRING(data), n, data))
 
 
 def _install_write_entry():
