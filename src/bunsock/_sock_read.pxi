@@ -272,18 +272,24 @@ cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
 
 cdef inline int _deliver(_SocketReader self, Py_ssize_t n) except -1:
     # _SocketReader._deliver, inline into the read loop: the common case (bytes to a `data`
-    # handler) here, the others (a relay, bytearray, memoryview, no handler) out of line.
+    # handler) here, the others (a relay, bytearray, memoryview, no handler) out of line. This is
+    # _call_handler spelled out with borrowed references where they are safe (the loop outlives
+    # its sockets); the function and the object it is bound to are held, since the handler may
+    # reload() the table during the call, and only a handler that raised reads the table again.
     cdef _Ctx ctx = self.ctx
-    # Held here, not borrowed from ctx: the handler may reload() the table during the call.
     cdef object fn = ctx.data_fn
-    cdef object bound
+    cdef object bound = ctx.data_self
+    cdef Loop loop
+    cdef object buf
     if ctx.binary_type != BT_BYTES or fn is None or (self.flags & F_PIPE_SRC):
         return _deliver_other(self, n)
-    bound = ctx.data_self
-    _call_handler(self.loop, <PyObject *>fn, NULL if bound is None else <PyObject *>bound,
-                  ctx.on_data, self, ctx.on_error, 1,
-                  PyBytes_FromStringAndSize(self.loop.rbuf, n), None, None)
-    return 0
+    loop = <Loop><PyObject *>self.loop
+    buf = PyBytes_FromStringAndSize(loop.rbuf, n)
+    loop.depth += 1
+    if bs_call_handler(<PyObject *>fn, NULL if bound is None else <PyObject *>bound,
+                       <PyObject *>self, 1, <PyObject *>buf, NULL, NULL) < 0:
+        return _handler_raised(loop, self.ctx.on_data, self, self.ctx.on_error)
+    return _leave_callback(loop)
 
 
 cdef int _deliver_other(_SocketReader self, Py_ssize_t n) except -1:

@@ -25,6 +25,13 @@ cdef class _CorkCtx:
         return False
 
 
+cdef inline bint _settled(_SocketWriter s) noexcept:
+    """Nothing pending, no writable interest, nothing owed or ending: _settle has nothing to
+    decide (the state after nearly every flush)."""
+    return (s.sink.len == 0 and s.cork_obj is None and not (s.mask & BS_WRITABLE) and
+            not (s.flags & (F_BACKED_UP | F_DRAIN_OWED | F_ENDING)))
+
+
 cdef class _SocketWriter(_SocketBase):
 
     cdef Py_ssize_t _pending(self) noexcept:
@@ -80,10 +87,7 @@ cdef class _SocketWriter(_SocketBase):
         """After a write or a flush: decide F_BACKED_UP, F_DRAIN_OWED and writable interest;
         send the FIN that end() asked for once nothing is pending."""
         cdef uint32_t want
-        if self.state != ST_OPEN:
-            return 0
-        if (self.sink.len == 0 and self.cork_obj is None and not (self.mask & BS_WRITABLE) and
-                not (self.flags & (F_BACKED_UP | F_DRAIN_OWED | F_ENDING))):
+        if self.state != ST_OPEN or _settled(self):
             return 0      # everything went out and nothing was owed: the common case, decided
         if _SocketWriter._pending(self):
             self.flags |= F_BACKED_UP | F_DRAIN_OWED
@@ -218,6 +222,8 @@ cdef class _SocketWriter(_SocketBase):
                     break     # kernel buffer full: skip the EAGAIN round trip
             if self.sink.len == 0 and self.sink.cap > BS_SINK_KEEP and not (self.flags & F_SPARE):
                 _spare_add(self)
+        if _settled(self):
+            return 0      # _settle's own first test, here so the common flush makes no call
         return _SocketWriter._settle(self)
 
     cdef int _drained(self) except -1:

@@ -101,7 +101,7 @@ cdef extern from *:
 
 cdef object _write_bytes(Socket self, object data):
     """write(data) with data an exact bytes object: what Socket.write does for it."""
-    cdef Loop loop = self.loop
+    cdef Loop loop = <Loop><PyObject *>self.loop     # (the loop outlives its sockets)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     _check_thread(loop)
     # The common case, decided here in one test: a handler's first write on an open plaintext
