@@ -24,27 +24,28 @@ cdef class _SocketReader(_SocketWriter):
         return 0
 
     cdef int _on_readable(self) except -1:
-        cdef Loop loop = self.loop
+        # The loop, borrowed: it outlives its sockets (a Loop local costs a reference).
+        cdef PyObject *lp = <PyObject *>self.loop
         cdef ssize_t n
-        cdef Py_ssize_t budget = loop.read_budget
+        cdef Py_ssize_t budget = (<Loop>lp).read_budget
         if self.flags & F_PIPE_SRC:
             return _relay_readable(<Socket>self)
         while True:
-            n = bs_recv(self.fd, loop.rbuf, loop.rbuf_size)
-            loop.n_recv += 1
+            n = bs_recv(self.fd, (<Loop>lp).rbuf, (<Loop>lp).rbuf_size)
+            (<Loop>lp).n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                self.last_active = <uint32_t>loop.now
+                self.last_active = <uint32_t>(<Loop>lp).now
                 self.flags &= ~F_IDLE_FIRED
                 if self.flags & F_TLS:
-                    (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
+                    (<_TlsHook>self.ext.tls).feed(self, (<Loop>lp).rbuf, n)
                 else:
                     _deliver(self, n)
                 if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
                     return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
                 # A short read means the kernel queue is empty; level-triggered polling reports
                 # any later bytes, so the EAGAIN read that would confirm it is skipped.
-                if n < loop.rbuf_size:
+                if n < (<Loop>lp).rbuf_size:
                     return 0
                 budget -= n
                 if budget <= 0:
@@ -276,17 +277,16 @@ cdef inline int _deliver(_SocketReader self, Py_ssize_t n) except -1:
     cdef _Ctx ctx = self.ctx
     cdef object fn = ctx.data_fn
     cdef object bound = ctx.data_self
-    cdef Loop loop
+    cdef PyObject *lp = <PyObject *>self.loop
     cdef object buf
     if ctx.binary_type != BT_BYTES or fn is None or (self.flags & F_PIPE_SRC):
         return _deliver_other(self, n)
-    loop = <Loop><PyObject *>self.loop
-    buf = PyBytes_FromStringAndSize(loop.rbuf, n)
-    loop.depth += 1
+    buf = PyBytes_FromStringAndSize((<Loop>lp).rbuf, n)
+    (<Loop>lp).depth += 1
     if bs_call_handler(<PyObject *>fn, NULL if bound is None else <PyObject *>bound,
                        <PyObject *>self, 1, <PyObject *>buf, NULL, NULL) < 0:
-        return _handler_raised(loop, self.ctx.on_data, self, self.ctx.on_error)
-    return _leave_callback(loop)
+        return _handler_raised(<Loop>lp, self.ctx.on_data, self, self.ctx.on_error)
+    return _leave_callback(<Loop>lp)
 
 
 cdef int _deliver_other(_SocketReader self, Py_ssize_t n) except -1:

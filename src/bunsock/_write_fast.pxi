@@ -101,24 +101,25 @@ cdef extern from *:
 
 cdef object _write_bytes(Socket self, object data):
     """write(data) with data an exact bytes object: what Socket.write does for it."""
-    cdef Loop loop = <Loop><PyObject *>self.loop     # (the loop outlives its sockets)
+    # The loop, borrowed: it outlives its sockets (and Cython would take and drop a reference).
+    cdef PyObject *lp = <PyObject *>self.loop
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    _check_thread(loop)
+    _check_thread(<Loop>lp)
     # The common case, decided here in one test: a handler's first write on an open plaintext
     # socket with nothing pending, within the cork limit and high_water_mark. It is exactly what
     # _write + _write_raw do then (the corked branch: hold the object, join the cork list), and
     # every other state takes the full path below.
-    if (loop.depth > 0 and self.state == ST_OPEN and self.cork_obj is None and
+    if ((<Loop>lp).depth > 0 and self.state == ST_OPEN and self.cork_obj is None and
             self.sink.len == 0 and 0 < n <= CORK_LIMIT and
             not (self.flags & (F_ENDING | F_SHUT_WR | F_TLS | F_BACKED_UP | F_PIPE_DST)) and
             (self.ctx.hwm < 0 or n <= self.ctx.hwm)):
-        self.last_active = <uint32_t>loop.now
+        self.last_active = <uint32_t>(<Loop>lp).now
         self.flags &= ~F_IDLE_FIRED
         self.cork_obj = data
         if not (self.flags & F_CORKED):
             self.flags |= F_CORKED
-            self.cork_next = loop.cork_head
-            loop.cork_head = self
+            self.cork_next = (<Loop>lp).cork_head
+            (<Loop>lp).cork_head = self
         return bs_int(n)
     if self.flags & F_PIPE_DST:
         _relay_spill_in(self)     # bytes a splice left in the kernel pipe go first
