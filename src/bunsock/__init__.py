@@ -42,8 +42,8 @@ from ._version import __version__  # noqa: E402  (written only in _version.py)
 
 
 def __getattr__(name):
-    # bunsock.aio imports asyncio: only pay for it when it is used.
-    if name == "aio":
+    # bunsock.aio imports asyncio, bunsock.proxy argparse: only pay for them when used.
+    if name in ("aio", "proxy"):
         import importlib
         return importlib.import_module(".aio", __name__)
     raise AttributeError("module 'bunsock' has no attribute %r" % name)

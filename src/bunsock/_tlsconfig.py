@@ -1,6 +1,7 @@
 """The `tls=` argument of listen()/connect()/upgrade_tls(): validated and turned into an
 ssl.SSLContext once per call (never per connection). docs/TLS.md lists the accepted forms."""
 import collections
+import errno
 import os
 import ssl
 import sys
@@ -18,7 +19,11 @@ def _pem_or_path(name, value):
     if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
         return None, value
     if isinstance(value, (str, bytes, os.PathLike)):
-        return os.fspath(value), None
+        path = os.fspath(value)
+        if not os.path.exists(path):
+            # ssl's own error says "No such file or directory" without saying which file.
+            raise FileNotFoundError(errno.ENOENT, "tls[%r] file not found" % name, path)
+        return path, None
     raise TypeError("tls[%r] must be a path (str or os.PathLike) or PEM text, not %s"
                     % (name, type(value).__name__))
 
@@ -100,11 +105,32 @@ def _load_ca(ctx, ca):
             ctx.load_verify_locations(cafile=path)
 
 
+# Bun's (Node's) spellings of the options bunsock names otherwise.
+_BUN_KEYS = {"ALPNProtocols": "alpn", "rejectUnauthorized": "reject_unauthorized",
+             "serverName": "server_name", "certFile": "cert", "keyFile": "key", "caFile": "ca",
+             # ... and Python ssl's (load_cert_chain, load_verify_locations)
+             "certfile": "cert", "keyfile": "key", "cafile": "ca", "ca_file": "ca",
+             "cert_file": "cert", "key_file": "key", "password": "passphrase"}
+
+
+def _meant(key):
+    if not isinstance(key, str):
+        return None
+    if key in _BUN_KEYS:
+        return _BUN_KEYS[key]
+    from ._handlers import near_miss
+    return near_miss(key, _KEYS)
+
+
 def _from_mapping(m, server_side):
     unknown = [k for k in m if k not in _KEYS]
     if unknown:
+        parts = []
+        for k in unknown:
+            meant = _meant(k)
+            parts.append("%r (did you mean %r?)" % (k, meant) if meant else repr(k))
         raise TypeError("unknown tls option(s) %s; expected some of %s"
-                        % (", ".join(map(repr, unknown)), ", ".join(_KEYS)))
+                        % (", ".join(parts), ", ".join(_KEYS)))
     verify = True
     for k in ("reject_unauthorized", "verify"):
         if k in m:
