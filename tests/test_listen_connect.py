@@ -403,3 +403,57 @@ def test_idle_timeout_mode_is_checked(loop):
     with pytest.raises(ValueError, match="connect_timeout"):
         bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), connect_timeout=-1,
                         loop=loop)
+
+
+# -- knowing when a stopped listener's last connection has closed (issue 18) --
+
+def test_stop_callback_fires_once_the_last_connection_closes(loop, no_leaks):
+    accepted, calls = [], []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         socket={"open": accepted.append, "data": lambda s, b: None})
+    clients = [bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                               socket={"data": lambda s, b: None}) for _ in range(2)]
+    while len(accepted) < 2:
+        loop.run_once(0.05)
+    srv.stop(callback=lambda lst: calls.append((lst, lst.connections)))
+    assert not srv.closed and srv.connections == 2
+    accepted[0].close()
+    loop.run_once(0)
+    assert calls == [] and not srv.closed
+    accepted[1].end()                      # a graceful close: FIN, then the peer's FIN
+    clients[1].end()
+    while not calls:
+        loop.run_once(0.05)
+    assert calls == [(srv, 0)] and srv.closed
+    for c in clients:
+        c.close()
+    run(loop)
+    assert len(calls) == 1
+
+
+def test_stop_callback_with_no_connections_and_close_active(loop, no_leaks):
+    calls = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Echo())
+    srv.stop(callback=calls.append)
+    assert calls == [] and srv.closed      # called on the loop, not inside stop()
+    loop.run_once(0)
+    assert calls == [srv]
+    srv.stop(callback=calls.append)        # stop() is idempotent; a later callback still runs
+    loop.run_once(0)
+    assert calls == [srv, srv]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        srv.stop(callback=3)
+
+    accepted = []
+    srv2 = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                          socket={"open": accepted.append, "data": lambda s, b: None})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv2.port, loop=loop,
+                        socket={"data": lambda s, b: None})
+    while not accepted:
+        loop.run_once(0.05)
+    srv2.stop(True, callback=calls.append)
+    assert srv2.closed
+    loop.run_once(0)
+    assert calls[-1] is srv2
+    c.close()
+    run(loop)
