@@ -225,9 +225,11 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         before bind().
       loop: the Loop to use (default: this thread's).
     Returns: a Listener, bound and listening.
-    Raises: OSError with errno from the kernel (EADDRINUSE, EPERM, ENOPROTOOPT, ENOTSOCK...);
-    ValueError for a bad port, endpoint, binary_type or value; TypeError for a bad handler
-    table (no data/drain, an entry that is not callable, an async def, an unknown key)."""
+    Raises: OSError with errno from the kernel (EADDRINUSE, EPERM, ENOPROTOOPT, ENOTSOCK...;
+    a bind error names the address: "cannot listen on 127.0.0.1:8080"); FileNotFoundError
+    naming a missing tls= file; ValueError for a bad port, endpoint, binary_type or value;
+    TypeError for a bad handler table (a class instead of an instance, no data/drain, an entry
+    that is not callable, an async def, an unknown key or a name almost a handler's)."""
     adopt = fd is not None or sock is not None
     if adopt:
         if hostname is not None or port is not None or unix is not None:
