@@ -14,7 +14,7 @@ import time
 import pytest
 
 import bunsock
-from conftest import run, shrink_sndbuf
+from conftest import run, shrink_sndbuf, run_until
 
 MiB = 1024 * 1024
 HOST = "127.0.0.1"
@@ -993,8 +993,7 @@ def test_end_returns_what_write_would(loop, no_leaks):
     assert c.end(b"x" * 100) == 10
     assert c.end(b"more") == -1            # already ending
     assert c.end() == -1
-    while None not in got:
-        loop.run_once(0.05)
+    run_until(loop, lambda: None in got)
     assert b"".join(g for g in got if g) == b"x" * 10
     c2 = bunsock.connect(hostname=HOST, port=srv.port, loop=loop,
                          socket={"data": lambda s, b: None})
@@ -1030,8 +1029,7 @@ def test_water_marks_can_be_changed_after_creation(loop, no_leaks):
     c.high_water_mark = None
     assert c.high_water_mark is None
     assert c.write(b"c" * 1000) == 1000
-    while len(accepted) < 1:
-        loop.run_once(0.05)
+    run_until(loop, lambda: len(accepted) >= 1)
     a = accepted[0]
     assert a.high_water_mark == 100 and srv.high_water_mark == 100
     a.high_water_mark = 7                  # this socket only
@@ -1044,8 +1042,7 @@ def test_water_marks_can_be_changed_after_creation(loop, no_leaks):
         srv.low_water_mark = 201
     c2 = bunsock.connect(hostname=HOST, port=srv.port, loop=loop,
                          socket={"data": lambda s, b: None})
-    while len(accepted) < 2:
-        loop.run_once(0.05)
+    run_until(loop, lambda: len(accepted) >= 2)
     assert accepted[1].high_water_mark == 200 and accepted[1].low_water_mark == 50
     c.close()
     c2.close()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, run_until
 
 
 def room_server(loop, room, expected, on_full, **kw):
@@ -344,8 +344,7 @@ def test_write_exclude_skips_the_sender(loop, no_leaks):
         clients.append(bunsock.connect(
             hostname="127.0.0.1", port=srv.port, loop=loop,
             socket={"data": lambda s, b: got.__setitem__(s, got.get(s, b"") + b)}))
-    while sum(len(v) for k, v in got.items() if k != "sender") < 2 * 7 + 1:
-        loop.run_once(0.05)
+    run_until(loop, lambda: sum(len(v) for k, v in got.items() if k != "sender") >= 2 * 7 + 1)
     loop.run_once(0.1)
     heard = sorted(v for k, v in got.items() if k != "sender")
     assert heard == [b"?", b"hello!?", b"hello!?"]

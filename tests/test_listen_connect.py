@@ -6,7 +6,7 @@ import threading
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, run_until
 
 
 class Echo:
@@ -331,9 +331,7 @@ def test_idle_timeout_is_the_open_sockets_and_timeout_still_sets_both(loop, no_l
     client("both", timeout=0.2)
     client("override", timeout=30, idle_timeout=0.2)     # either given overrides timeout=
     quiet = client("none", connect_timeout=0.2)           # no idle timeout once open
-    while len(fired) < 3:
-        loop.run_once(0.05)
-        assert loop.time() - start < 10
+    run_until(loop, lambda: len(fired) >= 3)
     assert set(fired) == {"idle", "both", "override"}
     assert all(0.15 <= t - start < 5 for t in fired.values())
     assert quiet.ready_state == "open"
@@ -359,9 +357,7 @@ def test_idle_timeout_mode_read_is_restarted_by_what_the_peer_sends(loop, no_lea
     assert fired == []
     ticker.cancel()
     quiet = loop.time()
-    while not fired:
-        loop.run_once(0.05)
-        assert loop.time() - quiet < 10, "the read idle timeout never fired"
+    run_until(loop, lambda: fired, what="the read idle timeout")
     assert fired[0] - quiet >= 0.2
     c.close()
     srv.stop(True)
@@ -382,9 +378,7 @@ def test_idle_timeout_mode_read_fires_while_the_server_keeps_writing(loop, no_le
     ticker = loop.call_every(0.05, lambda: [s.write(b"news") for s in server_socks
                                             if s.ready_state == "open"])
     start = loop.time()
-    while not fired:
-        loop.run_once(0.05)
-        assert loop.time() - start < 10, "the read idle timeout never fired"
+    run_until(loop, lambda: fired, what="the read idle timeout")
     assert got, "the server was writing all along"
     assert 0.25 <= fired[0] - start < 5
     ticker.cancel()
@@ -413,8 +407,7 @@ def test_stop_callback_fires_once_the_last_connection_closes(loop, no_leaks):
                          socket={"open": accepted.append, "data": lambda s, b: None})
     clients = [bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
                                socket={"data": lambda s, b: None}) for _ in range(2)]
-    while len(accepted) < 2:
-        loop.run_once(0.05)
+    run_until(loop, lambda: len(accepted) >= 2)
     srv.stop(callback=lambda lst: calls.append((lst, lst.connections)))
     assert not srv.closed and srv.connections == 2
     accepted[0].close()
@@ -422,8 +415,7 @@ def test_stop_callback_fires_once_the_last_connection_closes(loop, no_leaks):
     assert calls == [] and not srv.closed
     accepted[1].end()                      # a graceful close: FIN, then the peer's FIN
     clients[1].end()
-    while not calls:
-        loop.run_once(0.05)
+    run_until(loop, lambda: calls)
     assert calls == [(srv, 0)] and srv.closed
     for c in clients:
         c.close()
@@ -449,8 +441,7 @@ def test_stop_callback_with_no_connections_and_close_active(loop, no_leaks):
                           socket={"open": accepted.append, "data": lambda s, b: None})
     c = bunsock.connect(hostname="127.0.0.1", port=srv2.port, loop=loop,
                         socket={"data": lambda s, b: None})
-    while not accepted:
-        loop.run_once(0.05)
+    run_until(loop, lambda: accepted)
     srv2.stop(True, callback=calls.append)
     assert srv2.closed
     loop.run_once(0)

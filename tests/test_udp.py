@@ -556,8 +556,7 @@ def test_sockopts_buffer_sizes_and_live_options(loop, no_leaks):
     got = []
     u.reload({"data": lambda s, b, p, a: got.append((b, p, a))})
     assert u.send(b"hi", u.port, "127.0.0.1")
-    while not got:
-        loop.run_once(0.05)
+    run_until(loop, lambda: got)
     assert got == [(b"hi", u.port, "127.0.0.1")]
     u.close()
     with pytest.raises(OSError) as e:
@@ -588,8 +587,7 @@ def test_adopting_an_existing_datagram_socket(loop, no_leaks):
     v = bunsock.udp_socket(fd=raw2.detach(), loop=loop, socket={"data": lambda *a: None})
     assert v.port > 0
     assert v.send(b"two", peer.port, "127.0.0.1")
-    while len(got) < 2 or not replies:
-        loop.run_once(0.05)
+    run_until(loop, lambda: len(got) >= 2 and replies)
     assert sorted(got) == [b"one", b"two"] and replies == [b"re:one"]
     # Errors leave the caller's socket alone.
     tcp = socket.socket()
