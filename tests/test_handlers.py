@@ -77,3 +77,14 @@ def test_udp_tables_get_the_same_checks(loop, no_leaks):
     with pytest.raises(TypeError, match="async function"):
         async def data(sock, buf, port, address): ...
         bunsock.udp_socket(hostname="127.0.0.1", loop=loop, socket={"data": data})
+
+
+def test_namespace_tables_and_instance_attributes_are_checked_too(loop, no_leaks):
+    import types
+    with pytest.raises(TypeError, match=r"'Close' \(did you mean 'close'\?\)"):
+        bunsock.connect(hostname="127.0.0.1", port=9, loop=loop,
+                        socket=types.SimpleNamespace(data=print, Close=print))
+    t = Echo()
+    t.conect_error = print                 # set on the instance, not the class
+    with pytest.raises(TypeError, match=r"'conect_error' \(did you mean 'connect_error'\?\)"):
+        bunsock.connect(hostname="127.0.0.1", port=9, loop=loop, socket=t)

@@ -2,6 +2,7 @@
 reload() time, with errors that name the mistake: a class given instead of an instance, a name
 that is almost a handler's (a typo, another case, Bun's camelCase), an async function."""
 from collections.abc import Mapping
+from functools import lru_cache
 
 # CO_COROUTINE | CO_ASYNC_GENERATOR: read from the code object (cheaper than inspect's helpers).
 _ASYNC_CODE_FLAGS = 0x0080 | 0x0200
@@ -35,6 +36,7 @@ def _one_edit(a, b):
     return False
 
 
+@lru_cache(maxsize=4096)    # connect() per client reads the same class's names every time
 def near_miss(name, names):
     """The handler name `name` was probably meant to be, or None. Catches other spellings of
     the same name (`Close`, `connectError`, `CONNECT_ERROR`) and one-character typos of names
@@ -49,6 +51,16 @@ def near_miss(name, names):
         if len(h) >= 5 and _one_edit(name.lower(), h):
             return h
     return None
+
+
+def _suspects(attrs, names):
+    return [(a, m) for a in attrs if isinstance(a, str) and not a.startswith("_")
+            and a not in names for m in (near_miss(a, names),) if m is not None]
+
+
+@lru_cache(maxsize=1024)    # per class: connect() per client must not pay dir() each time
+def _class_suspects(cls, names):
+    return tuple(_suspects(dir(cls), names))
 
 
 def _unknown(kind, bad, names):
@@ -74,13 +86,11 @@ def resolve(table, names, kind=""):
             raise _unknown(kind, bad, names)
         found = tuple(table.get(n) for n in names)
     else:
-        bad = []
-        for attr in dir(table):
-            if attr.startswith("_") or attr in names:
-                continue
-            meant = near_miss(attr, names)
-            if meant is not None and getattr(table, meant, None) is None:
-                bad.append((attr, meant))
+        suspects = list(_class_suspects(type(table), names))
+        own = getattr(table, "__dict__", None)      # a module's or a namespace's names
+        if own:
+            suspects += _suspects(own, names)
+        bad = [(attr, meant) for attr, meant in suspects if getattr(table, meant, None) is None]
         if bad:
             raise _unknown(kind, bad, names)
         found = tuple(getattr(table, n, None) for n in names)

@@ -157,7 +157,8 @@ cdef class Socket(_SocketReader):
             (<_TlsHook>self.ext.tls).resumed(self)    # records already decrypted-able in the BIO
 
     def timeout(self, seconds):
-        """Set the idle timeout in seconds (restarted by any read or write); 0 or None clears.
+        """Set the idle timeout in seconds (restarted by any read or write; with
+        idle_timeout_mode="read", by reads only); 0 or None clears.
         Raises ValueError for a negative, infinite or too large (> 24 days) value."""
         _check_thread(self.loop)
         cdef double s = 0.0
