@@ -1,6 +1,7 @@
 """Reading a handler table (an object or a mapping) once, at listen()/connect()/udp_socket()/
 reload() time, with errors that name the mistake: a class given instead of an instance, a name
 that is almost a handler's (a typo, another case, Bun's camelCase), an async function."""
+import weakref
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -58,9 +59,21 @@ def _suspects(attrs, names):
             and a not in names for m in (near_miss(a, names),) if m is not None]
 
 
-@lru_cache(maxsize=1024)    # per class: connect() per client must not pay dir() each time
+# Per class, weakly (a class made inside a function may hold objects in its methods' closures):
+# connect() per client must not pay dir() each time.
+_by_class = weakref.WeakKeyDictionary()
+
+
 def _class_suspects(cls, names):
-    return tuple(_suspects(dir(cls), names))
+    try:
+        return _by_class[cls][names]
+    except (KeyError, TypeError):
+        found = tuple(_suspects(dir(cls), names))
+        try:
+            _by_class.setdefault(cls, {})[names] = found
+        except TypeError:
+            pass                  # a class that cannot be weakly referenced: not cached
+        return found
 
 
 def _unknown(kind, bad, names):
