@@ -118,6 +118,18 @@ def test_a_missing_certificate_key_or_ca_file_is_named(loop, no_leaks, pems, tmp
         assert "tls[%r] file not found" % where in str(e.value) and str(missing) in str(e.value)
 
 
+def test_a_file_that_is_not_pem_is_named(loop, no_leaks, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ssl.SSLError, match=r"\(loading tls\['cert'\] %s, tls\['key'\] %s\)"
+                       % (bad, bad)):
+        bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), loop=loop,
+                       tls={"cert": str(bad), "key": str(bad)})
+    with pytest.raises(ssl.SSLError, match=r"\(loading tls\['ca'\] %s\)" % bad):
+        bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), loop=loop,
+                        tls={"ca": str(bad)})
+
+
 @pytest.mark.parametrize("key, meant", [("rejectUnauthorized", "reject_unauthorized"),
                                         ("serverName", "server_name"),
                                         ("ALPNProtocols", "alpn"), ("cafile", "ca"),

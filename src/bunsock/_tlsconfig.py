@@ -37,6 +37,12 @@ def _pem_text(name, value):
         return f.read()
 
 
+def _naming(e, what):
+    """ssl's error for a file it could not use (not PEM, wrong key, bad passphrase), naming
+    the file(s): ssl's own message does not."""
+    return ssl.SSLError(e.errno, "%s (loading %s)" % (e.strerror or e, what))
+
+
 def _load_pem_chain(ctx, cert_pem, key_pem, password):
     """load_cert_chain() reads only files: PEM held in memory goes through an anonymous memory
     file (Linux memfd: never on disk), elsewhere a private temporary file removed at once."""
@@ -82,8 +88,12 @@ def _load_cert(ctx, cert, key, password):
     if len(items) == 1 and _pem_or_path("cert", items[0])[0] is not None and (
             key is None or _pem_or_path("key", key)[0] is not None):
         cpath = _pem_or_path("cert", items[0])[0]
-        ctx.load_cert_chain(cpath, None if key is None else _pem_or_path("key", key)[0],
-                            password=password)
+        kpath = None if key is None else _pem_or_path("key", key)[0]
+        try:
+            ctx.load_cert_chain(cpath, kpath, password=password)
+        except ssl.SSLError as e:
+            raise _naming(e, "tls['cert'] %s" % os.fsdecode(cpath) + (
+                "" if kpath is None else ", tls['key'] %s" % os.fsdecode(kpath))) from e
         chain = _pem_text("cert", items[0])
     else:
         chain = "\n".join(_pem_text("cert", it).strip() for it in items) + "\n"
@@ -102,7 +112,10 @@ def _load_ca(ctx, ca):
         if pem is not None:
             ctx.load_verify_locations(cadata=pem)
         else:
-            ctx.load_verify_locations(cafile=path)
+            try:
+                ctx.load_verify_locations(cafile=path)
+            except ssl.SSLError as e:
+                raise _naming(e, "tls['ca'] %s" % os.fsdecode(path)) from e
 
 
 # Bun's (Node's) spellings of the options bunsock names otherwise.
