@@ -1,14 +1,15 @@
 /* The floor for benchmarks/broadcast_bench.py: a C server that, each tick, writes the same state
  * to every client with one send() per client, and does nothing else.
  *
- *   broadcast_c CLIENTS SIZE HZ
+ *   broadcast_c CLIENTS SIZE HZ [TICKS]
  *
  * Listens on 127.0.0.1 (an ephemeral port, printed as "port N"), accepts CLIENTS connections,
  * then ticks at HZ on a fixed schedule (absolute deadlines: no drift, no catch-up burst), sending
  * SIZE bytes to each client. Once a second it prints "tick TICKS USER_S SYS_S" (its own CPU time
  * from getrusage), the same report the Python servers in broadcast_bench.py print. A send the
  * kernel refuses (a client that stopped reading) is dropped and counted, never retried: the
- * floor is the cost of the sends themselves. Runs until killed.
+ * floor is the cost of the sends themselves. Runs until killed, or exits after TICKS ticks
+ * (benchmarks/instr_broadcast.py counts its instructions that way).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,13 +42,14 @@ static int after(const struct timespec *a, const struct timespec *b) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s CLIENTS SIZE HZ\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s CLIENTS SIZE HZ [TICKS]\n", argv[0]);
         return 2;
     }
     int n = atoi(argv[1]);
     size_t size = (size_t)atol(argv[2]);
     double hz = atof(argv[3]);
+    long max_ticks = argc == 5 ? atol(argv[4]) : 0;
     if (n <= 0 || size == 0 || hz <= 0) {
         fprintf(stderr, "CLIENTS, SIZE and HZ must be positive\n");
         return 2;
@@ -109,6 +111,8 @@ int main(int argc, char **argv) {
                 dropped++;
         }
         ticks++;
+        if (max_ticks > 0 && ticks >= max_ticks)
+            return 0;
         add_ns(&next, period_ns);
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (after(&now, &report)) {
