@@ -90,3 +90,62 @@ def test_serve_rejects_bad_arguments():
         bunsock.serve(workers=1)
     with pytest.raises(ValueError):
         bunsock.serve(workers=0, setup=lambda: None)
+
+
+USR1_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import bunsock
+
+    PORT = int(sys.argv[1])
+
+    class WhoAmI:
+        def data(self, sock, buf):
+            sock.end(str(os.getpid()).encode())
+
+    def setup():
+        bunsock.listen(hostname="127.0.0.1", port=PORT, socket=WhoAmI(), reuse_port=True)
+        signal.signal(signal.SIGUSR1, lambda s, f: print("usr1", os.getpid(), flush=True))
+
+    print("parent", os.getpid(), flush=True)
+    bunsock.serve(workers=2, setup=setup, restart_delay=0.05)
+    print("stopped", flush=True)
+""")
+
+
+def readline_within(f, seconds):
+    """One line from a pipe, or an AssertionError after `seconds` (never a hang)."""
+    import select
+    if not select.select([f], [], [], seconds)[0]:
+        raise AssertionError("no line within %.0f s" % seconds)
+    return f.readline()
+
+
+def test_serve_forwards_sigusr1_to_every_worker(tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    script = tmp_path / "srv.py"
+    script.write_text(USR1_SCRIPT)
+    p = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().startswith("parent")
+        pids = {ask(port) for _ in range(40)}
+        assert len(pids) == 2
+        p.send_signal(signal.SIGUSR1)
+        got = {int(readline_within(p.stdout, 10).split()[1]) for _ in range(2)}
+        assert got == pids, "each worker hears the parent's SIGUSR1 once"
+        assert p.poll() is None and {ask(port) for _ in range(40)} == pids   # nobody died
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+
+def test_serve_rejects_forwarding_its_own_stop_signals():
+    with pytest.raises(ValueError):
+        bunsock.serve(workers=1, setup=lambda: None, forward_signals=(signal.SIGTERM,))
