@@ -112,12 +112,14 @@ USR1_SCRIPT = textwrap.dedent("""
 """)
 
 
-def readline_within(f, seconds):
-    """One line from a pipe, or an AssertionError after `seconds` (never a hang)."""
-    import select
-    if not select.select([f], [], [], seconds)[0]:
-        raise AssertionError("no line within %.0f s" % seconds)
-    return f.readline()
+def line_reader(f):
+    """Lines of a pipe through a queue: get(timeout=) bounds every wait (never a hang)."""
+    import queue
+    import threading
+    q = queue.Queue()
+    threading.Thread(target=lambda: [q.put(line) for line in iter(f.readline, "")],
+                     daemon=True).start()
+    return q
 
 
 def test_serve_forwards_sigusr1_to_every_worker(tmp_path):
@@ -130,11 +132,12 @@ def test_serve_forwards_sigusr1_to_every_worker(tmp_path):
     p = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE,
                          text=True)
     try:
-        assert p.stdout.readline().startswith("parent")
+        lines = line_reader(p.stdout)
+        assert lines.get(timeout=10).startswith("parent")
         pids = {ask(port) for _ in range(40)}
         assert len(pids) == 2
         p.send_signal(signal.SIGUSR1)
-        got = {int(readline_within(p.stdout, 10).split()[1]) for _ in range(2)}
+        got = {int(lines.get(timeout=10).split()[1]) for _ in range(2)}
         assert got == pids, "each worker hears the parent's SIGUSR1 once"
         assert p.poll() is None and {ask(port) for _ in range(40)} == pids   # nobody died
         p.send_signal(signal.SIGTERM)
@@ -143,7 +146,6 @@ def test_serve_forwards_sigusr1_to_every_worker(tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
-        p.stdout.close()
 
 
 def test_serve_rejects_forwarding_its_own_stop_signals():
