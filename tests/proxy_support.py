@@ -42,6 +42,13 @@ class ProxyProc:
             assert m, "no startup line: %r" % line
             self.port = int(m.group(1))
 
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.p.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
     def readline(self):
         line = self.p.stderr.readline()
         self.lines.append(line)

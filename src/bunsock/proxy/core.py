@@ -1,0 +1,486 @@
+"""The proxy on one loop: accept, (read a PROXY header, read the ClientHello,) pick an upstream,
+connect, write what was read, then relay in C (bunsock.relay): no Python per chunk."""
+import os
+import sys
+
+import bunsock
+
+from .accesslog import AccessLog
+from .headers import proxy_header_v1, proxy_header_v2
+from .upstreams import DOWN_FOR, RESOLVE_INTERVAL, Pool, Resolver, Upstream
+
+__all__ = ["Proxy"]
+
+HAPPY_EYEBALLS_DELAY = 0.25      # RFC 8305's recommended connection attempt delay
+HEADER_TIMEOUT = 5.0             # a PROXY header or ClientHello must arrive within this (s)
+HEADER_MAX = 16384               # and fit in this many bytes (a v2 header with TLVs, a large hello)
+
+
+class _Attempt:
+    """Happy Eyeballs for one client: connection attempts to the addresses of one upstream,
+    started HAPPY_EYEBALLS_DELAY apart (or at once when one fails); the first to open wins."""
+
+    def __init__(self, proxy, client, upstream, tried, addrs):
+        self.proxy, self.client, self.upstream, self.tried = proxy, client, upstream, tried
+        self.pending = []
+        self.addrs = list(addrs)
+        self.timer = None
+        self.done = False
+        self.next()
+
+    def next(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.done or not self.addrs:
+            return
+        ip = self.addrs.pop(0)
+        p = self.proxy
+        s = bunsock.connect(hostname=ip, port=self.upstream.port, socket=p.up_table, data=self,
+                            timeout=p.connect_timeout, tls=p.upstream_tls_for(self.upstream),
+                            loop=p.loop, high_water_mark=None)
+        self.pending.append(s)
+        if self.addrs:
+            self.timer = p.loop.call_later(HAPPY_EYEBALLS_DELAY, self.next)
+
+    def opened(self, sock):
+        if self.done:
+            sock.close()
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        for s in self.pending:
+            if s is not sock:
+                s.data = None
+                s.close()
+        self.pending = [sock]
+        self.proxy.connected(self.client, sock, self.upstream)
+
+    def failed(self, sock, exc):
+        if sock in self.pending:
+            self.pending.remove(sock)
+        if self.done:
+            return
+        if self.addrs:
+            self.next()
+        elif not self.pending:
+            self.done = True
+            self.proxy.connect_failed(self.client, self.upstream, self.tried, exc)
+
+
+class Proxy:
+    """The proxy's state on one loop: listener, upstream pools, health checks, counters.
+
+    upstreams: (host, port) or (host, port, weight, backup) tuples, or "HOST:PORT[,weight=N]
+    [,backup]" strings. routes: {server_name: [upstreams]} for TLS passthrough by SNI
+    (upstreams is then the default route). accept_proxy: read a PROXY v1/v2 header first."""
+
+    def __init__(self, upstreams, *, balance="roundrobin", proxy_protocol=None, max_connections=0,
+                 idle_timeout=None, connect_timeout=5.0, splice=None, high_water_mark=None,
+                 upstream_tls=None, log=sys.stderr, loop=None, access_log=None,
+                 resolve_interval=RESOLVE_INTERVAL, accept_proxy=False, routes=None):
+        self.loop = loop if loop is not None else bunsock.get_loop()
+        self.log = log
+        self.listener = None
+        self.clients = set()
+        self.stopping = False
+        self.stop_timer = None
+        self.checker = None
+        self.draining = {}           # upstreams removed by a reload, kept while relays use them
+        self.resolver = Resolver(self.loop)
+        self.access = AccessLog(None)
+        self.stats = {"accepted": 0, "rejected": 0, "active": 0, "connect_errors": 0,
+                      "errors": 0, "bytes_in": 0, "bytes_out": 0}
+        self.configure(upstreams, balance=balance, proxy_protocol=proxy_protocol,
+                       max_connections=max_connections, idle_timeout=idle_timeout,
+                       connect_timeout=connect_timeout, splice=splice,
+                       high_water_mark=high_water_mark, upstream_tls=upstream_tls,
+                       resolve_interval=resolve_interval, accept_proxy=accept_proxy,
+                       routes=routes)
+        if access_log is not None:
+            self.access = access_log if isinstance(access_log, AccessLog) else AccessLog(access_log)
+        proxy = self
+
+        class Down:
+            def open(self, sock):
+                proxy.accepted(sock)
+
+            def data(self, sock, buf):
+                proxy.client_data(sock, buf)
+
+            def timeout(self, sock):
+                if isinstance(sock.data, dict) and sock.data["end"] is None:
+                    sock.data["end"] = ("header_timeout" if sock.data["phase"] != "relay"
+                                        else "timeout")
+                sock.close()
+
+            def close(self, sock, err):
+                proxy.client_closed(sock, err)
+
+        class Up:
+            def open(self, sock):
+                if isinstance(sock.data, _Attempt):
+                    sock.data.opened(sock)
+                elif sock.data is None:
+                    sock.close()
+
+            def data(self, sock, buf):
+                pass
+
+            def timeout(self, sock):
+                sock.close()
+
+            def connect_error(self, sock, exc):
+                if isinstance(sock.data, _Attempt):
+                    sock.data.failed(sock, exc)
+
+            def close(self, sock, err):
+                pass
+
+        self.down_table = Down()
+        self.up_table = Up()
+
+    # -- configuration (also what a reload applies) --
+
+    def _upstream(self, spec, known):
+        if isinstance(spec, str):
+            from .headers import parse_upstream
+            spec = parse_upstream(spec)
+        host, port, weight, backup = (tuple(spec) + (1, False))[:4]
+        u = known.get((host, port)) or self.draining.pop((host, port), None)
+        if u is None:
+            u = Upstream(host, port, weight, backup)
+        u.weight, u.backup = weight, backup
+        known[u.key] = u
+        return u
+
+    def configure(self, upstreams, *, balance="roundrobin", proxy_protocol=None,
+                  max_connections=0, idle_timeout=None, connect_timeout=5.0, splice=None,
+                  high_water_mark=None, upstream_tls=None, resolve_interval=RESOLVE_INTERVAL,
+                  accept_proxy=False, routes=None):
+        """Apply settings: new connections use them, live relays keep what they have. Upstreams
+        that stay keep their counters and health; removed ones drain."""
+        if proxy_protocol not in (None, "v1", "v2"):
+            raise ValueError("proxy_protocol must be None, 'v1' or 'v2', not %r" % (proxy_protocol,))
+        if balance not in ("roundrobin", "leastconn"):
+            raise ValueError("balance must be 'roundrobin' or 'leastconn', not %r" % (balance,))
+        if not upstreams and not routes:
+            raise ValueError("at least one upstream (or route) is needed")
+        old = {u.key: u for u in self.all_upstreams()} if hasattr(self, "pool") else {}
+        known = {}
+        self.pool = Pool([self._upstream(s, known) for s in upstreams or ()], balance)
+        self.routes = {}
+        for name, specs in (routes or {}).items():
+            self.routes[name.lower()] = Pool([self._upstream(s, known) for s in specs], balance)
+        for key, u in old.items():
+            if key not in known:
+                self.draining[key] = u
+        self.proxy_protocol = proxy_protocol
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.resolve_interval = resolve_interval
+        self.accept_proxy = accept_proxy
+        self.upstream_tls = upstream_tls
+        self.relay_mode = {None: "auto", True: "splice", False: "buffer"}[splice]
+        self.relay_opts = {"splice": splice, "high_water_mark": high_water_mark}
+        self.balance = balance
+
+    @property
+    def upstreams(self):
+        return self.pool.upstreams
+
+    def all_upstreams(self, draining=False):
+        seen = {}
+        for pool in [self.pool] + list(self.routes.values()):
+            for u in pool.upstreams:
+                seen.setdefault(u.key, u)
+        if draining:
+            for k, u in list(self.draining.items()):
+                if u.active == 0:
+                    del self.draining[k]
+                else:
+                    seen.setdefault(k, u)
+        return list(seen.values())
+
+    def upstream_tls_for(self, u):
+        t = self.upstream_tls
+        if callable(t):
+            return t(u)
+        return t
+
+    def note(self, text):
+        if self.log is not None:
+            self.log.write("bunsock proxy: %s\n" % text)
+            self.log.flush()
+
+    def start_checks(self, interval, send=None, expect=None, rise=2, fall=3):
+        from .health import HealthChecker
+        self.stop_checks()
+        if interval and interval > 0:
+            self.checker = HealthChecker(self, interval, send, expect, rise, fall)
+            self.checker.start()
+
+    def stop_checks(self):
+        if self.checker is not None:
+            self.checker.stop()
+            self.checker = None
+
+    # -- lifecycle --
+
+    def listen(self, host, port, *, tls=None, reuse_port=False):
+        # The idle timeout is set per socket once it is relayed: a PROXY header or ClientHello
+        # has its own deadline before that.
+        self.listener = bunsock.listen(hostname=host, port=port, socket=self.down_table,
+                                       tls=tls, reuse_port=reuse_port, loop=self.loop,
+                                       allow_half_open=True)
+        return self.listener
+
+    def shutdown(self, deadline):
+        """Stop accepting; relays finish on their own; whatever is left at `deadline` seconds is
+        reset."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_checks()
+        if self.listener is not None:
+            self.listener.stop()
+        if self.clients:
+            self.stop_timer = self.loop.call_later(deadline, self._force_close)
+
+    def _force_close(self):
+        for c in list(self.clients):
+            up = c.data.get("up")
+            if c.data["end"] is None:
+                c.data["end"] = "shutdown"
+            c.terminate()
+            if up is not None:
+                up.terminate()
+
+    def close(self):
+        self.stop_checks()
+        self.resolver.close()
+        self.access.close()
+
+    def report(self):
+        st = self.stats
+        line = ("bunsock proxy pid=%d active=%d accepted=%d rejected=%d connect_errors=%d "
+                "errors=%d bytes_in=%d bytes_out=%d" % (
+                    os.getpid(), st["active"], st["accepted"], st["rejected"],
+                    st["connect_errors"], st["errors"], st["bytes_in"] + self._live("bytes_read"),
+                    st["bytes_out"] + self._live("bytes_written")))
+        if self.log is not None:
+            self.log.write(line + "\n")
+            self.log.flush()
+        return line
+
+    def _live(self, attr):
+        return sum(getattr(c, attr) for c in self.clients)
+
+    # -- connections --
+
+    def accepted(self, sock):
+        now = self.loop.time()
+        if self.max_connections and self.stats["active"] >= self.max_connections:
+            self.stats["rejected"] += 1
+            self.access.write((sock.remote_address, sock.remote_port), None, 0, 0, 0.0, "refused")
+            sock.data = None
+            sock.close()
+            return
+        self.stats["accepted"] += 1
+        self.stats["active"] += 1
+        self.clients.add(sock)
+        d = sock.data = {"early": [], "up": None, "upstream": None, "end": None, "t0": now,
+                         "client": (sock.remote_address, sock.remote_port), "buf": b"",
+                         "phase": "connect", "dst": (sock.local_address, sock.local_port),
+                         "pool": self.pool}
+        if self.accept_proxy:
+            d["phase"] = "proxy"
+        elif self.routes:
+            d["phase"] = "hello"
+        if d["phase"] != "connect":
+            sock.timeout(HEADER_TIMEOUT)
+            return
+        sock.pause()
+        self._try(sock, set())
+
+    def client_data(self, sock, buf):
+        d = sock.data
+        if d is None or d["phase"] in ("connect", "relay"):
+            if d is not None:
+                d["early"].append(buf)     # TLS bytes decrypted along with the handshake
+            return
+        d["buf"] += buf
+        if d["phase"] == "proxy":
+            self._read_proxy_header(sock, d)
+        if d["phase"] == "hello":
+            self._read_client_hello(sock, d)
+        if d["phase"] == "connect":
+            sock.timeout(0)
+            sock.pause()
+            if d["buf"]:
+                d["early"].append(d["buf"])
+            d["buf"] = b""
+            self._try(sock, set())
+
+    def _reject(self, sock, d, end, why):
+        d["end"] = end
+        self.stats["errors"] += 1
+        self.note("%s from %s:%s: %s" % (end.replace("_", " "), d["client"][0], d["client"][1], why))
+        sock.close()
+
+    def _read_proxy_header(self, sock, d):
+        from .. import proxy_protocol
+        try:
+            hdr = proxy_protocol.parse(d["buf"])
+        except ValueError as e:
+            self._reject(sock, d, "bad_proxy_header", e)
+            return
+        if hdr is None:
+            if len(d["buf"]) > HEADER_MAX:
+                self._reject(sock, d, "bad_proxy_header", "no complete header in %d bytes"
+                             % HEADER_MAX)
+            return
+        if hdr.source is not None:            # PROXY (not LOCAL): the real client
+            d["client"] = tuple(hdr.source)
+            if hdr.destination is not None:
+                d["dst"] = tuple(hdr.destination)
+        d["buf"] = d["buf"][hdr.length:]
+        d["phase"] = "hello" if self.routes else "connect"
+
+    def _read_client_hello(self, sock, d):
+        from .. import clienthello
+        if not d["buf"]:
+            return
+        try:
+            hello = clienthello.parse(d["buf"])
+        except ValueError as e:
+            self._reject(sock, d, "bad_client_hello", e)
+            return
+        if hello is None:
+            if len(d["buf"]) > HEADER_MAX:
+                self._reject(sock, d, "bad_client_hello", "no complete ClientHello in %d bytes"
+                             % HEADER_MAX)
+            return
+        pool = self.route(hello.server_name)
+        if pool is None:
+            self._reject(sock, d, "no_route", "no --route for %r and no default upstream"
+                         % (hello.server_name,))
+            return
+        d["pool"] = pool
+        d["phase"] = "connect"
+
+    def route(self, server_name):
+        name = (server_name or "").lower().rstrip(".")
+        if name:
+            if name in self.routes:
+                return self.routes[name]
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                p = self.routes.get("*." + ".".join(parts[i:]))
+                if p is not None:
+                    return p
+        return self.pool if self.pool.upstreams else None
+
+    def _try(self, client, tried):
+        if client.ready_state == "closed":
+            return
+        u = client.data["pool"].pick(tried, self.loop.time())
+        if u is None:
+            self.stats["errors"] += 1
+            client.data["end"] = "no_upstream"
+            client.close()
+            return
+        tried.add(u.key)
+
+        def go(addrs):
+            if client.ready_state == "closed":
+                return
+            if isinstance(addrs, Exception):
+                self.connect_failed(client, u, tried, addrs)
+                return
+            try:
+                _Attempt(self, client, u, tried, addrs)
+            except (OSError, ValueError) as e:
+                self.connect_failed(client, u, tried, e)
+
+        u.addresses(self, go)
+
+    def connect_failed(self, client, upstream, tried, exc):
+        self.stats["connect_errors"] += 1
+        upstream.connect_errors += 1
+        upstream.failures += 1
+        upstream.down_until = self.loop.time() + DOWN_FOR
+        upstream.stale()           # the name may have moved: look it up again
+        if client.ready_state == "closed":
+            return
+        self._try(client, tried)      # failover to the next upstream
+
+    def connected(self, client, up, upstream):
+        if client.ready_state == "closed":
+            up.data = None
+            up.close()
+            return
+        d = client.data
+        try:
+            upstream.failures = 0
+            upstream.active += 1
+            upstream.total += 1
+            d["up"] = up
+            d["upstream"] = upstream
+            up.data = client
+            # connect(timeout=) bounded the connect and became the socket's idle timeout: the
+            # relay is idle-timed only when --idle-timeout asks for it.
+            up.timeout(self.idle_timeout or 0)
+            client.timeout(self.idle_timeout or 0)
+            if self.proxy_protocol:
+                src, dst = d["client"], d["dst"]
+                up.write(proxy_header_v1(src, dst) if self.proxy_protocol == "v1"
+                         else proxy_header_v2(src, dst))
+            for buf in d["early"]:
+                up.write(buf)
+            d["early"] = []
+            d["phase"] = "relay"
+            bunsock.relay(client, up, **self.relay_opts)
+        except Exception as e:
+            # Neither side may be left open: the client paused forever, the upstream orphaned.
+            d["end"] = "relay_error"
+            self.stats["errors"] += 1
+            self.note("relay setup failed for %s:%s -> %s: %s: %s" % (
+                d["client"][0], d["client"][1], upstream, type(e).__name__, e))
+            up.data = None
+            up.close()
+            client.close()
+
+    def client_closed(self, sock, err):
+        if sock not in self.clients:
+            return
+        self.clients.discard(sock)
+        self.stats["active"] -= 1
+        self.stats["bytes_in"] += sock.bytes_read
+        self.stats["bytes_out"] += sock.bytes_written
+        d = sock.data
+        if err is not None:
+            self.stats["errors"] += 1
+        u = d["upstream"]
+        if u is not None:
+            u.active -= 1
+            u.bytes_in += sock.bytes_read
+            u.bytes_out += sock.bytes_written
+        end = d["end"]
+        if end is None:
+            if err is None:
+                end = "eof"
+            elif isinstance(err, TimeoutError):
+                end = "timeout"
+            elif isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+                end = "reset"
+            else:
+                end = "error"
+        self.access.write(d["client"], str(u) if u is not None else None, sock.bytes_read,
+                          sock.bytes_written, self.loop.time() - d["t0"], end)
+        if self.stopping and not self.clients:
+            if self.stop_timer is not None:
+                self.stop_timer.cancel()
+            self.loop.stop()
