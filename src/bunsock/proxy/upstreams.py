@@ -61,6 +61,7 @@ class Upstream:
         self.addrs = [host] if lit is not None else None
         self.resolved_at = None if lit is None else float("inf")    # literals never expire
         self.waiting = None         # callbacks waiting for a lookup in flight
+        self.failed = False         # every address failed: the next connection waits for a lookup
 
     def __str__(self):
         return ("[%s]:%d" if ":" in self.host else "%s:%d") % (self.host, self.port)
@@ -78,7 +79,7 @@ class Upstream:
         if self.addrs and fresh:
             callback(self.addrs)
             return
-        if self.addrs:
+        if self.addrs and not self.failed:
             callback(self.addrs)
             callback = None
         if self.waiting is not None:
@@ -90,6 +91,7 @@ class Upstream:
 
     def _resolved(self, proxy, res):
         waiting, self.waiting = self.waiting or [], None
+        self.failed = False
         if isinstance(res, list) and res:
             if res != self.addrs and self.addrs is not None:
                 proxy.note("upstream %s now resolves to %s" % (self, ", ".join(res)))
@@ -104,6 +106,7 @@ class Upstream:
         """Every address failed: look the name up again for the next connection."""
         if self.resolved_at != float("inf"):
             self.resolved_at = None
+            self.failed = True
 
 
 class Pool:
