@@ -287,6 +287,16 @@ cdef class Socket(_SocketReader):
         return bool(self.flags & F_PAUSED)
 
     @property
+    def proxy_header(self):
+        """The PROXY protocol header this connection began with (a
+        bunsock.proxy_protocol.ProxyHeader, set by proxy_protocol.accept), or None."""
+        return None if self.ext is None else self.ext.proxy_header
+
+    @proxy_header.setter
+    def proxy_header(self, value):
+        self._get_ext().proxy_header = value
+
+    @property
     def high_water_mark(self):
         return None if self.ctx.hwm < 0 else self.ctx.hwm
 
