@@ -6,7 +6,8 @@ in: bytes from the client, out: bytes to it; duration in seconds from accept to 
 `-` when none was reached. end: eof (closed cleanly), reset, timeout (idle timeout), error
 (another socket error), refused (over --max-connections), no_upstream (every upstream failed or
 is down), no_route (no --route matched and no default), bad_proxy_header, bad_client_hello,
-relay_error (the relay could not be set up), shutdown (still open at --shutdown-timeout)."""
+header_timeout (no complete PROXY header or ClientHello within --header-timeout), relay_error
+(the relay could not be set up), shutdown (still open at --shutdown-timeout)."""
 import sys
 import time
 

@@ -22,7 +22,8 @@ DEFAULTS = {
     "connect_timeout": 5.0, "resolve_interval": RESOLVE_INTERVAL, "max_connections": 0,
     "shutdown_timeout": 30.0, "stats_interval": 0.0, "relay": "auto", "high_water_mark": None,
     "check_interval": 0.0, "check_send": None, "check_expect": None, "check_rise": 2,
-    "check_fall": 3, "metrics": None, "access_log": "-", "config": None, "quiet": False,
+    "check_fall": 3, "header_timeout": 5.0, "metrics": None, "access_log": "-", "config": None,
+    "quiet": False,
 }
 # Read at start only: a reload says when the file changed them.
 RESTART_ONLY = ("listen", "workers", "tls_cert", "tls_key", "metrics")
@@ -57,6 +58,9 @@ def build_parser():
     a("--accept-proxy", action="store_true",
       help="read a PROXY protocol v1 or v2 header from each client first (a balancer in "
            "front); its address is the client's in logs and in --proxy-protocol")
+    a("--header-timeout", type=float, metavar="S",
+      help="with --accept-proxy or --route: close a client whose PROXY header or ClientHello "
+           "is not complete within S seconds (default: 5)")
     a("--tls-cert", metavar="FILE", help="terminate TLS with this certificate chain")
     a("--tls-key", metavar="FILE", help="private key for --tls-cert")
     a("--upstream-tls", action="store_true", help="connect to upstreams over TLS (verified)")
@@ -186,7 +190,7 @@ def _proxy_kwargs(s, v):
                 splice={"auto": None, "splice": True, "buffer": False}[s["relay"]],
                 high_water_mark=s["high_water_mark"], upstream_tls=_upstream_tls(s),
                 resolve_interval=s["resolve_interval"], accept_proxy=s["accept_proxy"],
-                routes=v["routes"])
+                routes=v["routes"], header_timeout=s["header_timeout"])
 
 
 def _checks(proxy, s):

@@ -13,7 +13,9 @@ __all__ = ["Proxy"]
 
 HAPPY_EYEBALLS_DELAY = 0.25      # RFC 8305's recommended connection attempt delay
 HEADER_TIMEOUT = 5.0             # a PROXY header or ClientHello must arrive within this (s)
-HEADER_MAX = 16384               # and fit in this many bytes (a v2 header with TLVs, a large hello)
+# The parsers bound what they wait for (a PROXY header: 107 bytes for v1, 4096 for v2; a
+# ClientHello: 16 KiB plus record headers); this is a backstop on what a connection may hold.
+HEADER_MAX = 32768
 
 
 class _Attempt:
@@ -79,7 +81,8 @@ class Proxy:
     def __init__(self, upstreams, *, balance="roundrobin", proxy_protocol=None, max_connections=0,
                  idle_timeout=None, connect_timeout=5.0, splice=None, high_water_mark=None,
                  upstream_tls=None, log=sys.stderr, loop=None, access_log=None,
-                 resolve_interval=RESOLVE_INTERVAL, accept_proxy=False, routes=None):
+                 resolve_interval=RESOLVE_INTERVAL, accept_proxy=False, routes=None,
+                 header_timeout=HEADER_TIMEOUT):
         self.loop = loop if loop is not None else bunsock.get_loop()
         self.log = log
         self.listener = None
@@ -97,7 +100,7 @@ class Proxy:
                        connect_timeout=connect_timeout, splice=splice,
                        high_water_mark=high_water_mark, upstream_tls=upstream_tls,
                        resolve_interval=resolve_interval, accept_proxy=accept_proxy,
-                       routes=routes)
+                       routes=routes, header_timeout=header_timeout)
         if access_log is not None:
             self.access = access_log if isinstance(access_log, AccessLog) else AccessLog(access_log)
         proxy = self
@@ -110,10 +113,24 @@ class Proxy:
                 proxy.client_data(sock, buf)
 
             def timeout(self, sock):
-                if isinstance(sock.data, dict) and sock.data["end"] is None:
-                    sock.data["end"] = ("header_timeout" if sock.data["phase"] != "relay"
-                                        else "timeout")
+                d = sock.data
+                if isinstance(d, dict) and d["phase"] in ("proxy", "hello"):
+                    proxy._reject(sock, d, "header_timeout", "no complete %s within %g s" % (
+                        "PROXY header" if d["phase"] == "proxy" else "ClientHello",
+                        proxy.header_timeout))
+                    return
+                if isinstance(d, dict) and d["end"] is None:
+                    d["end"] = "timeout"
                 sock.close()
+
+            def end(self, sock):
+                d = sock.data
+                if isinstance(d, dict) and d["phase"] in ("proxy", "hello"):
+                    what = "PROXY header" if d["phase"] == "proxy" else "ClientHello"
+                    proxy._reject(sock, d, "bad_proxy_header" if d["phase"] == "proxy"
+                                  else "bad_client_hello",
+                                  "the client closed after %d bytes of a %s"
+                                  % (len(d["buf"]), what))
 
             def close(self, sock, err):
                 proxy.client_closed(sock, err)
@@ -158,7 +175,7 @@ class Proxy:
     def configure(self, upstreams, *, balance="roundrobin", proxy_protocol=None,
                   max_connections=0, idle_timeout=None, connect_timeout=5.0, splice=None,
                   high_water_mark=None, upstream_tls=None, resolve_interval=RESOLVE_INTERVAL,
-                  accept_proxy=False, routes=None):
+                  accept_proxy=False, routes=None, header_timeout=HEADER_TIMEOUT):
         """Apply settings: new connections use them, live relays keep what they have. Upstreams
         that stay keep their counters and health; removed ones drain."""
         if proxy_protocol not in (None, "v1", "v2"):
@@ -182,6 +199,9 @@ class Proxy:
         self.connect_timeout = connect_timeout
         self.resolve_interval = resolve_interval
         self.accept_proxy = accept_proxy
+        if not header_timeout > 0:
+            raise ValueError("header_timeout must be > 0 seconds, not %r" % (header_timeout,))
+        self.header_timeout = header_timeout
         self.upstream_tls = upstream_tls
         self.relay_mode = {None: "auto", True: "splice", False: "buffer"}[splice]
         self.relay_opts = {"splice": splice, "high_water_mark": high_water_mark}
@@ -300,7 +320,7 @@ class Proxy:
         elif self.routes:
             d["phase"] = "hello"
         if d["phase"] != "connect":
-            sock.timeout(HEADER_TIMEOUT)
+            sock.timeout(self.header_timeout)
             return
         sock.pause()
         self._try(sock, set())
