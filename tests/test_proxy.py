@@ -80,7 +80,10 @@ def test_help_lists_every_option():
                          capture_output=True, text=True, timeout=30).stdout
     for opt in ("--listen", "--upstream", "--balance", "--workers", "--proxy-protocol",
                 "--tls-cert", "--tls-key", "--idle-timeout", "--max-connections",
-                "--shutdown-timeout", "--stats-interval", "--relay", "SIGUSR1", "SIGTERM"):
+                "--shutdown-timeout", "--stats-interval", "--relay", "SIGUSR1", "SIGTERM",
+                "--check-interval", "--check-send", "--check-expect", "--accept-proxy",
+                "--route", "--upstream-tls", "--upstream-ca", "--upstream-sni", "--metrics",
+                "--access-log", "--config", "SIGHUP", "weight=N", "backup"):
         assert opt in out, opt
 
 

@@ -1,12 +1,13 @@
 """``python -m bunsock COMMAND``: command-line entry points.
 
     python -m bunsock bench [--quick] [--json]    compare bunsock with asyncio/uvloop here (see bench.py)
-    python -m bunsock proxy --listen H:P --upstream H:P [...]    TCP/TLS proxy (see proxy.py)
+    python -m bunsock proxy --listen H:P --upstream H:P [...]    TCP/TLS proxy (see proxy/)
 """
 import sys
 
 USAGE = """usage: python -m bunsock bench [--quick] [--json] [--servers LIST] [--reps N] [--duration S]
        python -m bunsock proxy --listen HOST:PORT --upstream HOST:PORT [--upstream ...] [options]
+       python -m bunsock proxy --config FILE [options]
 
 commands:
   bench    echo benchmark: bunsock vs asyncio (and uvloop if installed) on this machine

@@ -23,7 +23,7 @@ DEFAULTS = {
     "shutdown_timeout": 30.0, "stats_interval": 0.0, "relay": "auto", "high_water_mark": None,
     "check_interval": 0.0, "check_send": None, "check_expect": None, "check_rise": 2,
     "check_fall": 3, "header_timeout": 5.0, "metrics": None, "access_log": "-", "config": None,
-    "quiet": False,
+    "quiet": False, "check": False,
 }
 # Read at start only: a reload says when the file changed them.
 RESTART_ONLY = ("listen", "workers", "tls_cert", "tls_key", "metrics")
@@ -103,6 +103,9 @@ def build_parser():
       help="one line per finished connection, appended to FILE ('-': stderr, the default; "
            "'off': none)")
     a("--quiet", action="store_true", help="no startup line")
+    a("--check", action="store_true",
+      help="only check the flags and the --config file: print what would run, exit 0 (or 2 "
+           "with the error)")
     return p
 
 
@@ -287,6 +290,14 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
+    if s["check"]:
+        names = lambda specs: ", ".join(                  # noqa: E731
+            "%s:%d%s%s" % (h, p, ",weight=%d" % w if w != 1 else "", ",backup" if b else "")
+            for h, p, w, b in specs)
+        sys.stdout.write("configuration ok: listen %s:%d -> %s%s\n" % (
+            v["listen"][0], v["listen"][1], names(v["upstreams"]) or "-",
+            "".join("; route %s -> %s" % (n, names(u)) for n, u in v["routes"].items())))
+        return 0
     if s["workers"] == 1:
         _run_worker(s, v, cli, False)
         return 0
