@@ -250,3 +250,24 @@ def test_upstream_tls_with_ca_and_sni(loop, procs, tmp_path):
     srv.stop(True)
     run(loop, 2)
     assert good.stop()[0] == 0 and bad.stop()[0] == 0
+
+
+def test_sighup_to_the_parent_reloads_every_worker(loop, procs, tmp_path):
+    a = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(b"A"), loop=loop)
+    b = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(b"B"), loop=loop)
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text('listen = "127.0.0.1:0"\nworkers = 2\nupstream = ["127.0.0.1:%d"]\n'
+                   'access-log = "off"\n' % a.port)
+    pp = procs("--config", str(cfg), listen=False)
+    pp.readline()                              # the second worker's startup line
+    cfg.write_text('listen = "127.0.0.1:0"\nworkers = 2\nupstream = ["127.0.0.1:%d"]\n'
+                   'access-log = "off"\n' % b.port)
+    pp.p.send_signal(signal.SIGHUP)
+    pids = {re.search(r"pid=(\d+)", x).group(1) for x in pp.lines}
+    assert len(pids) == 2
+    for _ in range(2):
+        in_thread(loop, lambda: pp.wait_line(r"reloaded .*added: 127\.0\.0\.1:%d" % b.port))
+    assert all(exchange(loop, pp.port, b"").startswith(b"B") for _ in range(10))
+    a.stop(True)
+    b.stop(True)
+    assert pp.stop()[0] == 0
