@@ -104,7 +104,8 @@ USR1_SCRIPT = textwrap.dedent("""
 
     def setup():
         bunsock.listen(hostname="127.0.0.1", port=PORT, socket=WhoAmI(), reuse_port=True)
-        signal.signal(signal.SIGUSR1, lambda s, f: print("usr1", os.getpid(), flush=True))
+        # one write(2) per line: two workers' lines must not interleave in the shared pipe
+        signal.signal(signal.SIGUSR1, lambda s, f: os.write(1, b"usr1 %d\\n" % os.getpid()))
 
     print("parent", os.getpid(), flush=True)
     bunsock.serve(workers=2, setup=setup, restart_delay=0.05)
@@ -137,7 +138,9 @@ def test_serve_forwards_sigusr1_to_every_worker(tmp_path):
         pids = {ask(port) for _ in range(40)}
         assert len(pids) == 2
         p.send_signal(signal.SIGUSR1)
-        got = {int(lines.get(timeout=10).split()[1]) for _ in range(2)}
+        got = [lines.get(timeout=10) for _ in range(2)]
+        assert all(x.startswith("usr1 ") for x in got), got
+        got = {int(x.split()[1]) for x in got}
         assert got == pids, "each worker hears the parent's SIGUSR1 once"
         assert p.poll() is None and {ask(port) for _ in range(40)} == pids   # nobody died
         p.send_signal(signal.SIGTERM)
