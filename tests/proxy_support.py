@@ -1,27 +1,16 @@
-"""Helpers for the proxy tests: run_until (from conftest once main has it) and ProxyProc, the
+"""Helpers for the proxy tests: ProxyProc, the
 proxy as a user starts it (a subprocess of `python -m bunsock proxy`)."""
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import bunsock
 
-try:
-    from conftest import run_until
-except ImportError:        # until the harness lands on this branch
-    def run_until(loop, predicate, timeout=10.0, what=None):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail("condition %s not met within %.1f s"
-                            % (what or getattr(predicate, "__name__", "?"), timeout))
-            loop.run_once(min(0.05, left))
+from conftest import run_until  # noqa: F401 (re-exported for the proxy tests)
 
 SRC = str(Path(bunsock.__file__).resolve().parent.parent)
 ENV = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -650,7 +650,7 @@ SPLICE_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"),
 @SPLICE_ONLY
 def test_upgrade_tls_on_a_spliced_socket_is_refused(loop, clean):
     import ssl
-    from proxy_support import run_until
+    from conftest import run_until
     ctx = ssl.create_default_context()
     st = {}
 
@@ -686,7 +686,7 @@ def test_upgrade_tls_on_a_spliced_socket_is_refused(loop, clean):
 @SPLICE_ONLY
 def test_pooled_splice_pipes_are_closed_after_an_idle_period(loop, clean):
     from bunsock._loop import _relay_pool_idle
-    from proxy_support import run_until
+    from conftest import run_until
     _relay_pool_idle(0.3)
     try:
         st = {}

@@ -9,9 +9,11 @@ up off the loop; on failure the next upstream is tried), an optional PROXY proto
 written to it, and then the two sockets are relayed in C (`bunsock.relay`): no Python call per
 chunk, bounded memory, half-close and resets propagated.
 
-Modules, one job each: cli (flags, config, signals, workers), core (the Proxy on one loop),
-upstreams (addresses, health state, the pick), health (active checks), headers (HOST:PORT and the
-PROXY header sent upstream), accesslog, metrics (Prometheus text), config (TOML).
+Modules, one job each: cli (flags, config, signals, workers, reload), core (the Proxy on one
+loop), front (the PROXY header and ClientHello read before relaying), connect (Happy Eyeballs to
+the picked upstream), upstreams (addresses, health state, the pick), health (active checks),
+headers (HOST:PORT and the PROXY header sent upstream), accesslog, metrics (Prometheus text),
+config (TOML).
 The guide: docs/guide/proxy.md.
 """
 from .cli import build_parser, main

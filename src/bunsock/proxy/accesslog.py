@@ -1,6 +1,7 @@
 """The access log: one line per finished client connection, logfmt (key=value, space separated):
 
-    2026-12-05T20:31:15.123Z client=203.0.113.7:51234 upstream=10.0.0.5:80 in=517 out=10240 duration=1.204 end=eof
+    2026-12-05T20:31:15.123Z client=203.0.113.7:51234 upstream=10.0.0.5:80 in=517 out=10240 \
+        duration=1.204 end=eof                                        (one line; cut here)
 
 in: bytes from the client, out: bytes to it; duration in seconds from accept to close; upstream is
 `-` when none was reached. end: eof (closed cleanly), reset, timeout (idle timeout), error
@@ -33,7 +34,8 @@ class AccessLog:
         if self.f is None:
             return
         t = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+        stamp = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+                 + ".%03dZ" % (int(t * 1000) % 1000))
         self.f.write("%s client=%s upstream=%s in=%d out=%d duration=%.3f end=%s\n" % (
             stamp, _addr(*client), upstream or "-", nin, nout, duration, end))
         if self.f is sys.stderr:

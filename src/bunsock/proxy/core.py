@@ -6,69 +6,14 @@ import sys
 import bunsock
 
 from .accesslog import AccessLog
+from .connect import Attempt
+from .front import read_client_hello, read_proxy_header, route
 from .headers import proxy_header_v1, proxy_header_v2
 from .upstreams import DOWN_FOR, RESOLVE_INTERVAL, Pool, Resolver, Upstream
 
 __all__ = ["Proxy"]
 
-HAPPY_EYEBALLS_DELAY = 0.25      # RFC 8305's recommended connection attempt delay
 HEADER_TIMEOUT = 5.0             # a PROXY header or ClientHello must arrive within this (s)
-# The parsers bound what they wait for (a PROXY header: 107 bytes for v1, 4096 for v2; a
-# ClientHello: 16 KiB plus record headers); this is a backstop on what a connection may hold.
-HEADER_MAX = 32768
-
-
-class _Attempt:
-    """Happy Eyeballs for one client: connection attempts to the addresses of one upstream,
-    started HAPPY_EYEBALLS_DELAY apart (or at once when one fails); the first to open wins."""
-
-    def __init__(self, proxy, client, upstream, tried, addrs):
-        self.proxy, self.client, self.upstream, self.tried = proxy, client, upstream, tried
-        self.pending = []
-        self.addrs = list(addrs)
-        self.timer = None
-        self.done = False
-        self.next()
-
-    def next(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.done or not self.addrs:
-            return
-        ip = self.addrs.pop(0)
-        p = self.proxy
-        s = bunsock.connect(hostname=ip, port=self.upstream.port, socket=p.up_table, data=self,
-                            timeout=p.connect_timeout, tls=p.upstream_tls_for(self.upstream),
-                            loop=p.loop, high_water_mark=None)
-        self.pending.append(s)
-        if self.addrs:
-            self.timer = p.loop.call_later(HAPPY_EYEBALLS_DELAY, self.next)
-
-    def opened(self, sock):
-        if self.done:
-            sock.close()
-            return
-        self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-        for s in self.pending:
-            if s is not sock:
-                s.data = None
-                s.close()
-        self.pending = [sock]
-        self.proxy.connected(self.client, sock, self.upstream)
-
-    def failed(self, sock, exc):
-        if sock in self.pending:
-            self.pending.remove(sock)
-        if self.done:
-            return
-        if self.addrs:
-            self.next()
-        elif not self.pending:
-            self.done = True
-            self.proxy.connect_failed(self.client, self.upstream, self.tried, exc)
 
 
 class Proxy:
@@ -137,7 +82,7 @@ class Proxy:
 
         class Up:
             def open(self, sock):
-                if isinstance(sock.data, _Attempt):
+                if isinstance(sock.data, Attempt):
                     sock.data.opened(sock)
                 elif sock.data is None:
                     sock.close()
@@ -149,7 +94,7 @@ class Proxy:
                 sock.close()
 
             def connect_error(self, sock, exc):
-                if isinstance(sock.data, _Attempt):
+                if isinstance(sock.data, Attempt):
                     sock.data.failed(sock, exc)
 
             def close(self, sock, err):
@@ -179,7 +124,8 @@ class Proxy:
         """Apply settings: new connections use them, live relays keep what they have. Upstreams
         that stay keep their counters and health; removed ones drain."""
         if proxy_protocol not in (None, "v1", "v2"):
-            raise ValueError("proxy_protocol must be None, 'v1' or 'v2', not %r" % (proxy_protocol,))
+            raise ValueError("proxy_protocol must be None, 'v1' or 'v2', not %r"
+                             % (proxy_protocol,))
         if balance not in ("roundrobin", "leastconn"):
             raise ValueError("balance must be 'roundrobin' or 'leastconn', not %r" % (balance,))
         if not upstreams and not routes:
@@ -347,61 +293,20 @@ class Proxy:
     def _reject(self, sock, d, end, why):
         d["end"] = end
         self.stats["errors"] += 1
-        self.note("%s from %s:%s: %s" % (end.replace("_", " "), d["client"][0], d["client"][1], why))
+        self.note("%s from %s:%s: %s" % (end.replace("_", " "), d["client"][0], d["client"][1],
+                                         why))
         sock.close()
 
     def _read_proxy_header(self, sock, d):
-        from .. import proxy_protocol
-        try:
-            hdr = proxy_protocol.parse(d["buf"])
-        except ValueError as e:
-            self._reject(sock, d, "bad_proxy_header", e)
-            return
-        if hdr is None:
-            if len(d["buf"]) > HEADER_MAX:
-                self._reject(sock, d, "bad_proxy_header", "no complete header in %d bytes"
-                             % HEADER_MAX)
-            return
-        if hdr.source is not None:            # PROXY (not LOCAL): the real client
-            d["client"] = tuple(hdr.source)
-            if hdr.destination is not None:
-                d["dst"] = tuple(hdr.destination)
-        d["buf"] = d["buf"][hdr.length:]
-        d["phase"] = "hello" if self.routes else "connect"
+        read_proxy_header(self, sock, d)
 
     def _read_client_hello(self, sock, d):
-        from .. import clienthello
-        if not d["buf"]:
-            return
-        try:
-            hello = clienthello.parse(d["buf"])
-        except ValueError as e:
-            self._reject(sock, d, "bad_client_hello", e)
-            return
-        if hello is None:
-            if len(d["buf"]) > HEADER_MAX:
-                self._reject(sock, d, "bad_client_hello", "no complete ClientHello in %d bytes"
-                             % HEADER_MAX)
-            return
-        pool = self.route(hello.server_name)
-        if pool is None:
-            self._reject(sock, d, "no_route", "no --route for %r and no default upstream"
-                         % (hello.server_name,))
-            return
-        d["pool"] = pool
-        d["phase"] = "connect"
+        read_client_hello(self, sock, d)
 
     def route(self, server_name):
-        name = (server_name or "").lower().rstrip(".")
-        if name:
-            if name in self.routes:
-                return self.routes[name]
-            parts = name.split(".")
-            for i in range(1, len(parts)):
-                p = self.routes.get("*." + ".".join(parts[i:]))
-                if p is not None:
-                    return p
-        return self.pool if self.pool.upstreams else None
+        """The Pool for a ClientHello's server name (exact, then *.parent wildcards), else the
+        default (--upstream) pool, or None when there is none."""
+        return route(self, server_name)
 
     def _try(self, client, tried):
         if client.ready_state == "closed":
@@ -421,7 +326,7 @@ class Proxy:
                 self.connect_failed(client, u, tried, addrs)
                 return
             try:
-                _Attempt(self, client, u, tried, addrs)
+                Attempt(self, client, u, tried, addrs)
             except (OSError, ValueError) as e:
                 self.connect_failed(client, u, tried, e)
 
