@@ -233,7 +233,10 @@ cdef class Socket(_SocketReader):
         return self.ext.pipe_out.dst if self.flags & F_PIPE_SRC else None
 
     def upgrade_tls(self, tls, *, bint server_side=False, server_hostname=None):
-        """STARTTLS on this connection: same fd, same Socket, now encrypted."""
+        """STARTTLS on this connection: same fd, same Socket, now encrypted.
+
+        Raises ValueError on a socket relayed with splice (its bytes never enter the process:
+        unpipe() first)."""
         _check_thread(self.loop)
         if ((self.flags & F_PIPE_SRC and self.ext.pipe_out.splice)
                 or (self.flags & F_PIPE_DST and self.ext.pipe_in.splice)):
