@@ -19,6 +19,8 @@ contender's median is given as a ratio to HAProxy's best mode (lowest median) of
 
     python benchmarks/proxy_bench.py --only iperf --only redis --pipelines 1 \
         --contenders relay-auto,haproxy,haproxy-splice,haproxy-splice-auto
+    python benchmarks/proxy_bench.py --only iperf --contenders relay-auto,haproxy-splice \
+        --variant "before=/tmp/old/src" --variant "hwm512k=:--high-water-mark 524288"
 
 Needs Linux, taskset, and the Debian packages iperf3, haproxy, redis-server, redis-tools
 (apt-get install -y iperf3 haproxy redis-server redis-tools); whatever is missing is skipped
@@ -103,11 +105,22 @@ backend b
 """
 
 
-def _relay(*extra):
+def _relay(*extra, src=None):
     # --idle-timeout 3600: where the proxy still turns its connect timeout into an idle timeout
     # (issue 20, bug 1), iperf3's control connection, idle during a run, would be cut.
-    return lambda p, u: [PY, "-m", "bunsock", "proxy", "--quiet", "--listen", "127.0.0.1:%d" % p,
-                         "--upstream", "127.0.0.1:%d" % u, "--idle-timeout", "3600", *extra]
+    env = ["env", "PYTHONPATH=%s" % src] if src else []
+    return lambda p, u: env + [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
+                               "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u,
+                               "--idle-timeout", "3600", *extra]
+
+
+def variant(spec):
+    """--variant NAME=[SRC][:ARGS]: the relay from another build (SRC: a directory holding the
+    bunsock package, e.g. a copy of src/ built from another commit) and/or with extra proxy
+    flags (ARGS, space-separated), as one more contender of the same interleaved run."""
+    name, _, rest = spec.partition("=")
+    src, _, args = rest.partition(":")
+    return name, _relay(*args.split(), src=src or None)
 
 
 def contenders():
@@ -287,6 +300,8 @@ def main(argv=None):
     ap.add_argument("--only", choices=("iperf", "redis", "stalled"), action="append")
     ap.add_argument("--contenders", help="comma-separated subset")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=[SRC][:ARGS]: a relay from another build and/or with other flags")
     ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values (e.g. 1)")
     ap.add_argument("--tests", default="ping,set,get", help="redis-benchmark -t values")
     args = ap.parse_args(argv)
@@ -296,6 +311,7 @@ def main(argv=None):
     cons = contenders()
     if args.contenders:
         cons = {k: v for k, v in cons.items() if k in args.contenders.split(",")}
+    cons.update(variant(v) for v in args.variant)
     parts = args.only or ["iperf", "redis", "stalled"]
     results = {}
     helpers = []

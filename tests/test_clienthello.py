@@ -9,18 +9,7 @@ import pytest
 
 import bunsock
 from bunsock import clienthello
-from conftest import run
-
-try:
-    from conftest import run_until
-except ImportError:     # TEMP until the harness lands on main
-    import time
-
-    def run_until(loop, pred, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, "condition not reached within %.1f s" % timeout
-            loop.run_once(0.05)
+from conftest import run, run_until
 
 
 def python_hello(server_hostname="example.com", alpn=("h2", "http/1.1"), maximum=None):
@@ -241,7 +230,13 @@ def test_the_docs_example_runs(loop, capsys):
                         socket={"data": lambda s, b: None})
     for i in range(0, len(raw), 100):
         loop.call_later(0.01 * i / 100, c.write, raw[i:i + 100])
-    run_until(loop, lambda: "example.com ['h2', 'http/1.1']" in capsys.readouterr().out)
+    out = []
+
+    def printed():
+        out.append(capsys.readouterr().out)
+        return "example.com ['h2', 'http/1.1']\n" in "".join(out)
+
+    run_until(loop, printed)
     c.close()
     server.stop(True)
     run(loop)

@@ -13,22 +13,7 @@ import pytest
 import bunsock
 from bunsock import proxy_protocol as pp
 from bunsock.proxy_protocol import ProxyHeader, ProxyProtocolError
-import conftest
-from conftest import run
-
-try:
-    from conftest import run_until
-except ImportError:     # TEMP until the harness lands on main
-    def run_until(loop, pred, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, "condition not reached within %.1f s" % timeout
-            loop.run_once(0.05)
-
-if not hasattr(conftest, "expected_errors"):      # TEMP until the harness lands on main
-    @pytest.fixture
-    def expected_errors():
-        return None
+from conftest import run, run_until
 
 V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -329,8 +314,7 @@ def test_garbage_closes_with_a_clear_error(loop, no_leaks, expected_errors, raw,
     [(kind, exc)] = app.events               # no open, no close: the user never had it
     assert kind == "error" and isinstance(exc, ProxyProtocolError)
     assert match in str(exc) and "from 127.0.0.1:%d" % c.port in str(exc)
-    if expected_errors is not None:
-        assert [type(e) for e, _ in expected_errors] == [ProxyProtocolError]
+    assert [type(e) for e, _ in expected_errors] == [ProxyProtocolError]
     server.stop(True)
     run(loop)
 
@@ -471,8 +455,7 @@ def test_open_raising_goes_to_error_then_closes(loop, no_leaks, expected_errors)
     run_until(loop, lambda: c.closed)
     run_until(loop, lambda: len(events) == 2)
     assert events == [("error", "boom"), ("close", None)]
-    if expected_errors is not None:
-        assert [type(e) for e, _ in expected_errors] == [RuntimeError]
+    assert [type(e) for e, _ in expected_errors] == [RuntimeError]
     server.stop(True)
     run(loop)
 
@@ -611,6 +594,7 @@ def test_the_docs_example_runs(capsys, expected_errors):
         bad, s2 = dial(loop, server, [b"GET / HTTP/1.0\r\n\r\n"])
         run_until(loop, lambda: good.got == b"hello 192.0.2.44\n" and bad.closed)
         assert "rejected: not a PROXY protocol header" in capsys.readouterr().out
+        assert [type(e) for e, _ in expected_errors] == [ProxyProtocolError]
         s1.close()
     finally:
         server.stop(True)
