@@ -138,6 +138,11 @@ def test_access_log_one_line_per_finished_connection(loop, procs, tmp_path):
     assert [(m.group(2), int(m.group(3)), int(m.group(4)), m.group(6)) for m in lines] == [
         ("127.0.0.1:%d" % a.port, 5, 6, "eof"), ("127.0.0.1:%d" % a.port, 1000, 1001, "eof"),
         ("-", 0, 0, "no_upstream")]
+    log.rename(tmp_path / "access.log.1")      # rotated; without --config SIGHUP only reopens
+    pp.p.send_signal(signal.SIGHUP)
+    in_thread(loop, lambda: pp.wait_line(r"no --config file, nothing to reload"))
+    assert exchange(loop, pp.port, b"again") == b""
+    run_until(loop, lambda: log.exists() and "end=no_upstream" in log.read_text())
     assert pp.stop()[0] == 0
 
 

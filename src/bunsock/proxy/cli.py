@@ -206,7 +206,9 @@ def reload(proxy, state):
     keys, which need a restart). A bad file changes nothing."""
     old = state["settings"]
     if not old["config"]:
-        proxy.note("SIGHUP: no --config file, nothing to reload")
+        proxy.access.close()
+        proxy.access = AccessLog(old["access_log"])   # reopened: log rotation works with SIGHUP
+        proxy.note("SIGHUP: no --config file, nothing to reload (access log reopened)")
         return
     try:
         s, _ = resolve_args(None, reload_from=state["cli"])
