@@ -69,6 +69,20 @@ def test_idle_relay_outlives_the_connect_timeout(loop, procs):
     pp.stop()
 
 
+def test_idle_timeout_only_when_asked_and_logged(loop, procs):
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), loop=loop)
+    pp = procs("--idle-timeout", "0.3", "--upstream", "127.0.0.1:%d" % srv.port)
+    st = {}
+    c = bunsock.connect(hostname="127.0.0.1", port=pp.port, socket=Client(st), loop=loop)
+    c.write(b"x")
+    run_until(loop, lambda: "closed" in st)
+    assert st["got"] == b"x" and st["closed"] == "eof"
+    m = pp.wait_line(r"client=127\.0\.0\.1:\d+ upstream=\S+ in=1 out=1 duration=(\S+) end=(\w+)")
+    assert m.group(2) == "timeout" and float(m.group(1)) >= 0.3
+    srv.stop(True)
+    pp.stop()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -91,6 +91,10 @@ class Proxy:
                 pass
 
             def timeout(self, sock):
+                client = sock.data
+                if isinstance(client, bunsock.Socket) and isinstance(client.data, dict) \
+                        and client.data["end"] is None:
+                    client.data["end"] = "timeout"       # --idle-timeout, seen upstream first
                 sock.close()
 
             def connect_error(self, sock, exc):
