@@ -241,10 +241,17 @@ def _run_worker(s, v, cli, reuse_port):
     tls = {"cert": s["tls_cert"], "key": s["tls_key"]} if s["tls_cert"] else None
     proxy = Proxy(v["upstreams"], access_log=s["access_log"], **_proxy_kwargs(s, v))
     listen = v["listen"]
-    listener = proxy.listen(listen[0], listen[1], tls=tls, reuse_port=reuse_port)
-    if v["metrics"]:
-        from .metrics import serve_metrics
-        serve_metrics(proxy, v["metrics"][0], v["metrics"][1], reuse_port=reuse_port)
+    key = "listen"
+    try:
+        listener = proxy.listen(listen[0], listen[1], tls=tls, reuse_port=reuse_port)
+        if v["metrics"]:
+            from .metrics import serve_metrics
+            key = "metrics"
+            serve_metrics(proxy, v["metrics"][0], v["metrics"][1], reuse_port=reuse_port)
+    except OSError as e:
+        proxy.close()
+        raise _ListenError("cannot listen on %s:%d (--%s): %s"
+                           % (v[key][0], v[key][1], key, e.strerror or e)) from None
     state = {"settings": s, "cli": cli}
 
     def on_term(signum, frame):
@@ -275,9 +282,14 @@ def _run_worker(s, v, cli, reuse_port):
     return proxy
 
 
+class _ListenError(Exception):
+    pass
+
+
 def _fixed_port(host, port):
-    """--workers with port 0: one free port for every worker (each binds it with SO_REUSEPORT).
-    The probe stays bound, not listening, so that no other process takes the port meanwhile."""
+    """--workers: the port every worker binds with SO_REUSEPORT (port 0: one free port for all),
+    checked in the parent so that a port in use is one clear error, not workers restarted in a
+    loop. The probe stays bound, not listening, so that no other process takes the port."""
     fam = _pysocket.AF_INET6 if ":" in host else _pysocket.AF_INET
     probe = _pysocket.socket(fam, _pysocket.SOCK_STREAM)
     probe.setsockopt(_pysocket.SOL_SOCKET, _pysocket.SO_REUSEPORT, 1)
@@ -301,12 +313,23 @@ def main(argv=None):
             "".join("; route %s -> %s" % (n, names(u)) for n, u in v["routes"].items())))
         return 0
     if s["workers"] == 1:
-        _run_worker(s, v, cli, False)
+        try:
+            _run_worker(s, v, cli, False)
+        except _ListenError as e:
+            sys.stderr.write("error: %s\n" % e)
+            return 1
         return 0
     probes = []
     for key in ("listen", "metrics"):
-        if v[key] is not None and v[key][1] == 0:
-            probe, port = _fixed_port(*v[key])
+        if v[key] is not None:
+            try:
+                probe, port = _fixed_port(*v[key])
+            except OSError as e:
+                sys.stderr.write("error: cannot listen on %s:%d (--%s): %s\n"
+                                 % (v[key][0], v[key][1], key, e.strerror or e))
+                for p in probes:
+                    p.close()
+                return 1
             probes.append(probe)
             v[key] = (v[key][0], port)
     try:
