@@ -273,14 +273,15 @@ def test_workers_share_the_port_and_each_reports_on_sigusr1(loop, procs):
     assert rc == 0 and rest.count("active=0") == 2, rest
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_port_in_use_is_one_clear_error(workers):
+def test_a_metrics_port_in_use_is_one_clear_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "bunsock", "proxy", "--listen",
-                            "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:9", "--workers",
-                            workers], env=ENV, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and r.stderr == (
-        "error: cannot listen on 127.0.0.1:%d (--listen): Address already in use\n" % port)
+        for workers in ("1", "2"):
+            r = subprocess.run([sys.executable, "-m", "bunsock", "proxy", "--listen",
+                                "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--metrics",
+                                "127.0.0.1:%d" % port, "--workers", workers], env=ENV,
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 1 and r.stderr == (
+                "error: --metrics 127.0.0.1:%d: address already in use\n" % port), r.stderr

@@ -1,5 +1,6 @@
 """The command line: flags, --config merging, startup checks, workers, signals, reload."""
 import argparse
+import errno
 import os
 import signal
 import socket as _pysocket
@@ -250,8 +251,7 @@ def _run_worker(s, v, cli, reuse_port):
             serve_metrics(proxy, v["metrics"][0], v["metrics"][1], reuse_port=reuse_port)
     except OSError as e:
         proxy.close()
-        raise _ListenError("cannot listen on %s:%d (--%s): %s"
-                           % (v[key][0], v[key][1], key, e.strerror or e)) from None
+        raise _ListenError(_listen_error(key, v[key], e)) from None
     state = {"settings": s, "cli": cli}
 
     def on_term(signum, frame):
@@ -286,6 +286,26 @@ class _ListenError(Exception):
     pass
 
 
+def _listen_error(key, addr, e):
+    what = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+    return "--%s %s:%d: %s" % (key, addr[0], addr[1], what)
+
+
+def _startup_error(s):
+    """A certificate or key that cannot be loaded: one `error:` line (exit status 1) instead of
+    a traceback in every worker."""
+    if not s["tls_cert"]:
+        return None
+    from .._tlsconfig import server_context
+    try:
+        server_context({"cert": s["tls_cert"], "key": s["tls_key"]})
+    except FileNotFoundError as e:
+        return "%s: %s" % (e.strerror, e.filename)
+    except OSError as e:          # ssl.SSLError included (a file that is not a PEM key/cert)
+        return str(e)
+    return None
+
+
 def _fixed_port(host, port):
     """--workers: the port every worker binds with SO_REUSEPORT (port 0: one free port for all),
     checked in the parent so that a port in use is one clear error, not workers restarted in a
@@ -304,6 +324,10 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
+    failed = _startup_error(s)
+    if failed is not None:
+        sys.stderr.write("error: %s\n" % failed)
+        return 1
     if s["check"]:
         names = lambda specs: ", ".join(                  # noqa: E731
             "%s:%d%s%s" % (h, p, ",weight=%d" % w if w != 1 else "", ",backup" if b else "")
@@ -325,8 +349,7 @@ def main(argv=None):
             try:
                 probe, port = _fixed_port(*v[key])
             except OSError as e:
-                sys.stderr.write("error: cannot listen on %s:%d (--%s): %s\n"
-                                 % (v[key][0], v[key][1], key, e.strerror or e))
+                sys.stderr.write("error: %s\n" % _listen_error(key, v[key], e))
                 for p in probes:
                     p.close()
                 return 1

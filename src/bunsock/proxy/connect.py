@@ -27,8 +27,9 @@ class Attempt:
         ip = self.addrs.pop(0)
         p = self.proxy
         s = bunsock.connect(hostname=ip, port=self.upstream.port, socket=p.up_table, data=self,
-                            timeout=p.connect_timeout, tls=p.upstream_tls_for(self.upstream),
-                            loop=p.loop, high_water_mark=None)
+                            connect_timeout=p.connect_timeout,
+                            tls=p.upstream_tls_for(self.upstream), loop=p.loop,
+                            high_water_mark=None)
         self.pending.append(s)
         if self.addrs:
             self.timer = p.loop.call_later(HAPPY_EYEBALLS_DELAY, self.next)

@@ -35,6 +35,7 @@ class Proxy:
         self.stopping = False
         self.stop_timer = None
         self.checker = None
+        self.all_down_noted = False
         self.draining = {}           # upstreams removed by a reload, kept while relays use them
         self.resolver = Resolver(self.loop)
         self.access = AccessLog(None)
@@ -315,9 +316,14 @@ class Proxy:
     def _try(self, client, tried):
         if client.ready_state == "closed":
             return
-        u = client.data["pool"].pick(tried, self.loop.time())
+        pool = client.data["pool"]
+        u = pool.pick(tried, self.loop.time())
         if u is None:
             self.stats["errors"] += 1
+            if not self.all_down_noted:       # once per outage, not once per client
+                self.all_down_noted = True
+                self.note("every upstream is down (%s): closing clients until one answers"
+                          % ", ".join(map(str, pool.upstreams)))
             client.data["end"] = "no_upstream"
             client.close()
             return
@@ -338,6 +344,9 @@ class Proxy:
 
     def connect_failed(self, client, upstream, tried, exc):
         self.stats["connect_errors"] += 1
+        if upstream.down_until <= self.loop.time():    # up until now: one line, not per client
+            self.note("upstream %s failed (%s: %s); new clients skip it for %g s"
+                      % (upstream, type(exc).__name__, exc, DOWN_FOR))
         upstream.connect_errors += 1
         upstream.failures += 1
         upstream.down_until = self.loop.time() + DOWN_FOR
@@ -354,6 +363,7 @@ class Proxy:
         d = client.data
         try:
             upstream.failures = 0
+            self.all_down_noted = False
             upstream.active += 1
             upstream.total += 1
             d["up"] = up
