@@ -90,7 +90,7 @@ def build_parser():
     a("--check-interval", type=float, metavar="S",
       help="active health check of every upstream each S seconds (default: 0 = off)")
     a("--check-send", metavar="STR", help="health check: write STR (as given, no line ending "
-      "added) after connecting")
+      "added; \\r, \\n and \\xNN escapes are understood) after connecting")
     a("--check-expect", metavar="STR",
       help="health check: pass only when the reply starts with STR")
     a("--check-rise", type=int, metavar="N",
