@@ -296,3 +296,27 @@ def test_a_metrics_port_in_use_is_one_clear_error():
                                capture_output=True, text=True, timeout=30)
             assert r.returncode == 1 and r.stderr == (
                 "error: --metrics 127.0.0.1:%d: address already in use\n" % port), r.stderr
+
+
+def test_workers_exit_when_their_parent_is_killed(procs):
+    pp = procs("--workers", "2", "--upstream", "127.0.0.1:9", "--access-log", "off")
+    pp.readline()
+    pids = [int(re.search(r"pid=(\d+)", x).group(1)) for x in pp.lines]
+    pp.p.kill()
+    pp.p.wait()
+    import os
+    import time
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+    for pid in alive:            # by PID: only the workers this test started
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "orphaned workers kept running"

@@ -266,6 +266,11 @@ def _run_worker(s, v, cli, reuse_port):
     signal.signal(signal.SIGHUP, lambda sig, f: proxy.loop.call_soon(reload, proxy, state))
     if s["stats_interval"] > 0:
         proxy.loop.call_every(s["stats_interval"], proxy.report).unref()
+    if reuse_port:
+        # A worker whose parent was killed (SIGKILL: nothing forwarded) drains and exits
+        # instead of serving on forever as an orphan.
+        parent = os.getppid()
+        proxy.loop.call_every(1.0, lambda: os.getppid() != parent and on_term(None, None)).unref()
     _checks(proxy, s)
     if not s["quiet"]:
         sys.stderr.write("bunsock proxy pid=%d listening on %s:%d -> %s\n" % (
