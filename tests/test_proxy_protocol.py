@@ -599,3 +599,12 @@ def test_the_docs_example_runs(capsys, expected_errors):
     finally:
         server.stop(True)
     run(loop)
+
+
+def test_public_names_have_docstrings():
+    from bunsock import clienthello
+    for mod in (pp, clienthello):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if callable(obj):
+                assert (obj.__doc__ or "").strip(), "%s.%s has no docstring" % (mod.__name__, name)
