@@ -155,6 +155,15 @@ cdef class Group:
                 self._compact()
         return taken
 
+    def write_frame(self, payload, skipped=None):
+        """Write payload as one frame to every member, framed by each member's own rule
+        (Socket.write_frame): whole or not at all per member under its high_water_mark; a
+        member without framing, closed or ending does not take it. Returns how many members
+        took it. skipped: a list to which the members that did not are appended. Raises
+        TypeError for a str, ValueError when some member's rule cannot frame the payload
+        (then no member gets it)."""
+        return _group_write_frame(self, payload, skipped)
+
     def __len__(self):
         return len(self.index)
 

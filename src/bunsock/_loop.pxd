@@ -34,6 +34,7 @@ cdef enum:
     F_PIPE_DST = 1 << 18    # ext.pipe_in relays into this socket: its writable event is the relay's
     F_PIPE_HELD = 1 << 19   # reading stopped by the relay (destination over its limit), not pause()
     F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
+    F_FRAMED = 1 << 21      # ext.frames is this socket's framing state (_framing.pxi)
 
 cdef enum:
     BT_BYTES = 0
@@ -53,6 +54,7 @@ cdef class _Ctx:
     cdef object tls_server_side
     cdef object server_hostname
     cdef bint pause_on_connect   # sockets start paused: `open` fires, `data` waits for resume()
+    cdef object framing          # _FrameRule every socket starts with, or None (_framing.pxi)
     cdef set_handlers(self, tuple h)
     cdef _Ctx copy(self)
     cdef tuple handlers(self)
@@ -71,6 +73,7 @@ cdef class _Waker(_Handle):
 cdef class _RecvBuf:
     cdef char *buf
     cdef Py_ssize_t lent           # length of the view being lent
+    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages)
     cdef int exports               # buffer exports alive (memoryviews of it)
     cdef int alloc(self, Py_ssize_t size) except -1
 
@@ -184,6 +187,7 @@ cdef class _SockExt:
     cdef public double he_delay       # seconds between attempts (0: one at a time)
     cdef _Pipe pipe_out           # relays what this socket reads (F_PIPE_SRC)
     cdef _Pipe pipe_in            # relays into this socket (F_PIPE_DST)
+    cdef object frames            # _FrameState while F_FRAMED (_framing.pxi)
 
 cdef class _CorkCtx:
     cdef Socket s
