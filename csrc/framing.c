@@ -8,23 +8,49 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__APPLE__)
+#include <libkern/OSByteOrder.h>
+#define htobe16 OSSwapHostToBigInt16
+#define htole16 OSSwapHostToLittleInt16
+#define be16toh OSSwapBigToHostInt16
+#define le16toh OSSwapLittleToHostInt16
+#define htobe32 OSSwapHostToBigInt32
+#define htole32 OSSwapHostToLittleInt32
+#define be32toh OSSwapBigToHostInt32
+#define le32toh OSSwapLittleToHostInt32
+#define htobe64 OSSwapHostToBigInt64
+#define htole64 OSSwapHostToLittleInt64
+#define be64toh OSSwapBigToHostInt64
+#define le64toh OSSwapLittleToHostInt64
+#elif defined(__linux__)
+#include <endian.h>
+#else
+#include <sys/endian.h>
+#endif
 
 /* A held buffer that grew past this is freed once it empties: a peer that once sent a large
  * message does not pin that much memory per connection for the rest of its life. */
 #define FBUF_KEEP (64u * 1024u)
 #define FBUF_MIN 1024u
 
+/* Fixed sizes, so the compiler turns each case into one load and a byte swap. */
 static uint64_t read_len(const bs_frame_rule *r, const unsigned char *h) {
-    uint64_t v = 0;
-    int i;
-    if (r->little) {
-        for (i = r->hsize - 1; i >= 0; i--)
-            v = (v << 8) | h[i];
-    } else {
-        for (i = 0; i < r->hsize; i++)
-            v = (v << 8) | h[i];
+    uint16_t v2;
+    uint32_t v4;
+    uint64_t v8;
+    switch (r->hsize) {
+    case 1:
+        return h[0];
+    case 2:
+        memcpy(&v2, h, 2);
+        return r->little ? le16toh(v2) : be16toh(v2);
+    case 4:
+        memcpy(&v4, h, 4);
+        return r->little ? le32toh(v4) : be32toh(v4);
+    default:
+        memcpy(&v8, h, 8);
+        return r->little ? le64toh(v8) : be64toh(v8);
     }
-    return v;
 }
 
 /* The payload size the header declares, or an error. */
@@ -222,8 +248,10 @@ ssize_t bs_frame_complete(const bs_frame_rule *r, bs_frame_buf *b, const char *p
 }
 
 int bs_frame_header(const bs_frame_rule *r, uint64_t n, unsigned char *out) {
-    int h = r->hsize, i;
+    int h = r->hsize;
     uint64_t v = n;
+    uint16_t v2;
+    uint32_t v4;
     if (r->kind != BS_FRAME_LENGTH)
         return 0;
     if (r->includes_header) {
@@ -233,12 +261,21 @@ int bs_frame_header(const bs_frame_rule *r, uint64_t n, unsigned char *out) {
     }
     if (h < 8 && v >> (8 * h))
         return -1;
-    for (i = 0; i < h; i++) {
-        unsigned char byte = (unsigned char)(v >> (8 * i));
-        if (r->little)
-            out[i] = byte;
-        else
-            out[h - 1 - i] = byte;
+    switch (h) {
+    case 1:
+        out[0] = (unsigned char)v;
+        break;
+    case 2:
+        v2 = r->little ? htole16((uint16_t)v) : htobe16((uint16_t)v);
+        memcpy(out, &v2, 2);
+        break;
+    case 4:
+        v4 = r->little ? htole32((uint32_t)v) : htobe32((uint32_t)v);
+        memcpy(out, &v4, 4);
+        break;
+    default:
+        v = r->little ? htole64(v) : htobe64(v);
+        memcpy(out, &v, 8);
     }
     return h;
 }

@@ -311,7 +311,7 @@ cdef int _frames_emit(Socket s, const char *m, Py_ssize_t n, _RecvBuf owner) exc
         owner.lent = n
         buf = PyMemoryView_FromObject(owner)
         try:
-            call_handler(loop, h, s, ctx.on_error, 1, buf)
+            _call_handler(loop, h, s, ctx.on_error, 1, buf, None, None)
         finally:
             try:
                 buf.release()
@@ -320,7 +320,7 @@ cdef int _frames_emit(Socket s, const char *m, Py_ssize_t n, _RecvBuf owner) exc
             if owner.exports and owner is loop.recv:
                 loop._new_rbuf()     # the kept view owns the old buffer; reads go to a new one
         return 0
-    call_handler(loop, h, s, ctx.on_error, 1, buf)
+    _call_handler(loop, h, s, ctx.on_error, 1, buf, None, None)
     return 0
 
 
@@ -524,7 +524,7 @@ cdef object _write_frame(Socket s, object payload):
     cdef Py_buffer view
     cdef _FrameRule rule
     _check_thread(s.loop)
-    if isinstance(payload, str):
+    if not PyBytes_CheckExact(payload) and isinstance(payload, str):
         raise TypeError("write_frame() needs a bytes-like object, not str: encode it first")
     if s.flags & F_PIPE_DST:
         _relay_spill_in(s)

@@ -241,6 +241,7 @@ cdef class Socket(_SocketReader):
     def framing(self, value):
         _frames_set(self, value)
 
+    @cython.always_allow_keywords(False)  # METH_O: one call per message, no argument parsing
     def write_frame(self, payload):
         """Write payload as one frame of this socket's framing rule: the length header (or
         the delimiter) is added in C, one append. The frame is taken whole or not at all
