@@ -47,7 +47,7 @@ class Lines:
         if len(delimiter) > 256:
             raise ValueError("delimiter too long (%d bytes, at most 256)" % len(delimiter))
         self.delimiter = delimiter
-        self.max_size = _size("max_size", max_size, 1, _MAX)
+        self.max_size = _size("max_size", max_size, 0, _MAX)
         self.keep_delimiter = bool(keep_delimiter)
         self._rule = None      # the compiled C rule, made on first use (bunsock._loop)
 
@@ -102,7 +102,7 @@ def lines(delimiter=b"\n", *, max_size=65536, keep_delimiter=False):
     Redis inline). max_size: the longest line accepted, not counting its delimiter; a peer that
     sends more than that without a delimiter fails at once with FramingError. keep_delimiter:
     deliver each line with its delimiter. Returns a Lines rule. Raises TypeError (str or
-    non-bytes delimiter, non-int max_size), ValueError (empty delimiter, max_size < 1)."""
+    non-bytes delimiter, non-int max_size), ValueError (empty delimiter, negative max_size)."""
     return Lines(delimiter, max_size=max_size, keep_delimiter=keep_delimiter)
 
 
