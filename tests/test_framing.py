@@ -4,22 +4,13 @@ import asyncio
 import gc
 import socket
 import struct
-import time
 
 import pytest
 
 import bunsock
 from bunsock import framing
 
-try:
-    from conftest import run_until
-except ImportError:        # before the shared harness lands
-    def run_until(loop, predicate, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                pytest.fail("condition not met within %.1f s" % timeout)
-            loop.run_once(0.01)
+from conftest import run_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -510,16 +501,21 @@ def test_pause_inside_data_holds_the_rest_of_the_read(loop):
 
 
 def test_pause_on_every_message(loop):
-    """pause() in every call, resume() from a timer: none lost or reordered, and the FIN comes
+    """pause() in every call, resume() from a callback: none lost or reordered, and the FIN comes
     after the last message."""
     def reply(so, m):
         so.pause()
         loop.call_soon(so.resume)
-    srv, s, cli, c, lst = pair(loop, framing.length_prefixed(2), server=Recorder(reply))
+    srv = Recorder(reply)
+    srv.close = lambda so, err: (srv.closed.append(err), loop.stop())
+    srv, s, cli, c, lst = pair(loop, framing.length_prefixed(2), server=srv)
     msgs = [b"m%d" % i for i in range(300)]
     c.write(b"".join(struct.pack(">H", len(m)) + m for m in msgs))
     c.end()
-    run_until(loop, lambda: srv.closed)
+    guard = loop.call_later(20, loop.stop)     # (run_until's 50 ms polls would pace this test)
+    loop.run()
+    assert guard.active, "not done within 20 s"
+    guard.cancel()
     assert srv.msgs == msgs and srv.ends == 1 and srv.closed == [None]
     run_until(loop, lambda: c.ready_state == "closed")
     lst.stop(True)
