@@ -693,3 +693,84 @@ def test_no_leak_of_framing_state(loop, no_leaks):
         run_until(loop, lambda: s.bytes_read == 7)
         shut(loop, lst, c, s)
     gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers that change the socket during delivery
+
+
+def test_close_inside_data_stops_delivery(loop):
+    srv = Recorder(lambda so, m: so.close() if m == b"2" else None)
+    srv, s, cli, c, lst = pair(loop, framing.lines(), server=srv)
+    c.write(b"1\n2\n3\n4\n")
+    run_until(loop, lambda: srv.closed)
+    assert srv.msgs == [b"1", b"2"] and srv.closed == [None]
+    run_until(loop, lambda: c.ready_state == "closed")
+    lst.stop(True)
+
+
+def test_a_raising_handler_does_not_lose_the_next_messages(loop, expected_errors):
+    def reply(so, m):
+        if m == b"bad":
+            raise RuntimeError("handler bug")
+    srv, s, cli, c, lst = pair(loop, framing.lines(), server=Recorder(reply))
+    c.write(b"a\nbad\nb\n")
+    run_until(loop, lambda: len(srv.msgs) == 3)
+    assert srv.msgs == [b"a", b"bad", b"b"]
+    assert [type(e) for e in srv.errors] == [RuntimeError]
+    assert [type(e) for e, where in expected_errors] == [RuntimeError]
+    assert s.ready_state == "open"
+    shut(loop, lst, c, s)
+
+
+def test_memoryview_messages_from_held_bytes(loop):
+    """Frames completed across reads (held) and frames delivered after pause() come as
+    memoryviews too, with the right bytes."""
+    seen = []
+
+    def reply(so, m):
+        seen.append((type(m), bytes(m)))
+        if bytes(m) == b"p":
+            so.pause()
+            loop.call_soon(so.resume)
+    srv, s, cli, c, lst = pair(loop, framing.lines(), server=Recorder(reply),
+                               binary_type="memoryview")
+    c.write(b"ab")
+    run_until(loop, lambda: s.bytes_read == 2)
+    c.write(b"c\np\nq\nr\n")
+    run_until(loop, lambda: len(seen) == 4)
+    assert seen == [(memoryview, b"abc"), (memoryview, b"p"), (memoryview, b"q"),
+                    (memoryview, b"r")]
+    shut(loop, lst, c, s)
+
+
+def test_group_write_frame_all_or_nothing_per_member(loop):
+    """A member whose backlog plus the frame passes its high_water_mark is skipped whole (and
+    owes a drain); the others take it."""
+    from conftest import shrink_sndbuf
+    rule = framing.length_prefixed(4)
+    drains = []
+    slow = Recorder()
+    slow.drain = lambda so: drains.append(so)
+    slow, s_slow, cli_slow, c_slow, lst1 = pair(loop, rule, server=slow, high_water_mark=50_000)
+    fast, s_fast, cli_fast, c_fast, lst2 = pair(loop, rule, high_water_mark=50_000)
+    c_slow.pause()
+    shrink_sndbuf(s_slow, 4096)
+    group = bunsock.Group([s_slow, s_fast])
+    payload = b"g" * 20_000
+    taken = []
+    for _ in range(100):
+        skipped = []
+        taken.append(group.write_frame(payload, skipped))
+        if skipped:
+            assert skipped == [s_slow]
+            break
+        run_until(loop, lambda: c_fast.bytes_read == 20_004 * len(taken))
+    assert taken[-1] == 1 and all(t == 2 for t in taken[:-1])
+    run_until(loop, lambda: c_fast.bytes_read == 20_004 * len(taken))
+    c_slow.resume()
+    run_until(loop, lambda: drains)
+    # the slow member got whole frames only
+    run_until(loop, lambda: c_slow.bytes_read == 20_004 * (len(taken) - 1))
+    shut(loop, lst1, c_slow, s_slow)
+    shut(loop, lst2, c_fast, s_fast)
