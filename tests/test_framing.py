@@ -461,8 +461,21 @@ def test_framing_error_without_an_error_handler_still_closes_with_it(loop, unrai
 
 def test_memory_stays_bounded_against_a_peer_that_never_ends_a_line(loop):
     """10 MB without a delimiter: the socket fails after max_size (+ one read), it does not
-    buffer what the peer sends."""
-    srv, s, cli, c, lst = pair(loop, framing.lines(max_size=64 * 1024))
+    buffer what the peer sends; a partial line is held up to max_size + the delimiter."""
+    from bunsock._loop import _frames_info
+    srv, s, cli, c, lst = pair(loop, framing.lines(b"\r\n", max_size=64 * 1024))
+    for i in range(64):
+        before = s.bytes_read
+        c.write(b"q" * 1023 + (b"\r" if i == 63 else b"q"))
+        run_until(loop, lambda: s.bytes_read == before + 1024)
+        assert _frames_info(s)[0] == 1024 * (i + 1)        # held: the partial line, no more
+    c.write(b"x\r\n")                 # 65,535 q + "\rx" + "\r\n": a line of max_size + 1 bytes
+    run_until(loop, lambda: srv.closed)
+    assert isinstance(srv.closed[0], bunsock.FramingError) and not srv.msgs
+    run_until(loop, lambda: c.ready_state == "closed")
+    srv, s, cli, c, lst2 = pair(loop, framing.lines(max_size=64 * 1024))
+    lst.stop(True)
+    lst = lst2
     chunk = b"z" * 65536
     sent = 0
     while sent < 10 << 20 and not srv.closed:
@@ -637,7 +650,13 @@ def test_framing_over_tls(loop, tmp_path):
     cctx = ssl.create_default_context()
     ca.configure_trust(cctx)
     rule = framing.length_prefixed(4)
-    srv = Recorder(lambda so, m: so.write_frame(m[::-1]))
+
+    def reply(so, m):
+        so.write_frame(m[::-1])
+        if m.endswith(b"77"):                   # pause now and then: TLS and framing both hold
+            so.pause()
+            loop.call_soon(so.resume)
+    srv = Recorder(reply)
     lst = bunsock.listen(hostname="127.0.0.1", port=0, socket=srv, framing=rule, tls=sctx,
                          loop=loop)
     cli = Recorder()

@@ -194,6 +194,9 @@ cdef int _frames_feed_in(Socket s, _FrameState st, char *p, Py_ssize_t n) except
             return 0
         if bs_fbuf_pending(&st.b) or _halted(s, st, gen) or st.rule is None:
             return _frames_rest(s, st, p + pos, n - pos, 0, gen)
+    if s.flags & F_PAUSED:
+        # (bytes handed over while paused: a relay whose destination ended) held as they are
+        return _frames_rest(s, st, p + pos, n - pos, 0, gen)
     # Nothing held: the frames are scanned where they were read.
     while pos < n:
         r = bs_frame_find(&st.rule.r, p + pos, n - pos, 0, &f)
@@ -625,3 +628,12 @@ cdef object _group_write_frame(Group g, object payload, object skipped):
         if g.busy == 0 and g.holes:
             g._compact()
     return taken
+
+
+def _frames_info(Socket s):
+    """For tests: (held bytes, stalled, scheduled, eof_pending) of a framed socket, or None."""
+    cdef _FrameState st
+    if not (s.flags & F_FRAMED):
+        return None
+    st = <_FrameState>s.ext.frames
+    return (bs_fbuf_pending(&st.b), st.stalled, st.scheduled, st.eof_pending)
