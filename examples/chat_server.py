@@ -31,9 +31,7 @@ class Chat:
             old, sock.data = sock.data, text[6:].strip()[:32] or sock.data
             room.write_frame(b"* %s is now %s" % (old.encode(), sock.data.encode()))
         elif text:
-            room.discard(sock)                  # everyone but the sender
-            room.write_frame(("<%s> %s" % (sock.data, text)).encode())
-            room.add(sock)
+            room.write_frame(("<%s> %s" % (sock.data, text)).encode(), exclude=sock)
 
     def error(self, sock, exc):
         print("client %s: %s" % (sock.data, exc), file=sys.stderr)

@@ -546,7 +546,7 @@ cdef object _write_frame(Socket s, object payload):
         PyBuffer_Release(&view)
 
 
-cdef object _group_write_frame(Group g, object payload, object skipped):
+cdef object _group_write_frame(Group g, object payload, object skipped, object exclude):
     """Group.write_frame: each member gets the payload framed by its own rule (one frame built
     per distinct rule, shared by the members' corks), whole or not at all."""
     cdef Py_buffer view
@@ -563,6 +563,8 @@ cdef object _group_write_frame(Group g, object payload, object skipped):
         raise TypeError("write_frame() needs a bytes-like object, not str: encode it first")
     if skipped is not None and not isinstance(skipped, list):
         raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
+    if exclude is not None and not isinstance(exclude, Socket):
+        raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
     if not PyBytes_CheckExact(payload):
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
@@ -592,7 +594,7 @@ cdef object _group_write_frame(Group g, object payload, object skipped):
     try:
         for i in range(PyList_GET_SIZE(members)):
             o = <object>PyList_GET_ITEM(members, i)
-            if o is None:
+            if o is None or o is exclude:
                 continue
             s = <Socket>o
             rule = (<_FrameState>s.ext.frames).rule if s.flags & F_FRAMED else None
