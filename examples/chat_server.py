@@ -10,6 +10,7 @@ newline is added in C.
 """
 import itertools
 import sys
+from typing import Optional
 
 import bunsock
 from bunsock import framing
@@ -19,13 +20,13 @@ ids = itertools.count(1)
 
 
 class Chat:
-    def open(self, sock):
+    def open(self, sock: bunsock.Socket) -> None:
         sock.data = "guest%d" % next(ids)
         sock.write_frame(b"* welcome, you are " + sock.data.encode())
         room.write_frame(b"* %s joined" % sock.data.encode())
         room.add(sock)
 
-    def data(self, sock, line):
+    def data(self, sock: bunsock.Socket, line: bytes) -> None:
         text = line.decode("utf-8", "replace").strip()
         if text.startswith("/nick "):
             old, sock.data = sock.data, text[6:].strip()[:32] or sock.data
@@ -33,15 +34,15 @@ class Chat:
         elif text:
             room.write_frame(("<%s> %s" % (sock.data, text)).encode(), exclude=sock)
 
-    def error(self, sock, exc):
+    def error(self, sock: bunsock.Socket, exc: BaseException) -> None:
         print("client %s: %s" % (sock.data, exc), file=sys.stderr)
 
-    def close(self, sock, err):
+    def close(self, sock: bunsock.Socket, err: Optional[BaseException]) -> None:
         # The socket has left the Group already.
         room.write_frame(b"* %s left" % sock.data.encode())
 
 
-def main():
+def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Chat(),
                             framing=framing.lines(max_size=1024))

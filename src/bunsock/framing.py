@@ -9,6 +9,8 @@ delimiter), and `sock.write_frame(payload)` adds the header or delimiter. The sc
                          framing=framing.length_prefixed(4, max_size=1 << 20))
 """
 
+from typing import Any, Optional
+
 __all__ = ["FramingError", "LengthPrefixed", "Lines", "length_prefixed", "lines"]
 
 
@@ -19,7 +21,7 @@ class FramingError(ValueError):
     then the socket closes with it (`close(sock, exc)`)."""
 
 
-def _size(name, value, lo, hi):
+def _size(name: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
     if not lo <= value <= hi:
@@ -35,7 +37,13 @@ class Lines:
 
     __slots__ = ("delimiter", "max_size", "keep_delimiter", "_rule")
 
-    def __init__(self, delimiter=b"\n", *, max_size=65536, keep_delimiter=False):
+    delimiter: bytes
+    max_size: int
+    keep_delimiter: bool
+    _rule: Optional[Any]
+
+    def __init__(self, delimiter: Any = b"\n", *, max_size: int = 65536,
+                 keep_delimiter: bool = False) -> None:
         if isinstance(delimiter, str):
             raise TypeError("delimiter must be bytes, not str: encode it (b'\\r\\n')")
         try:
@@ -51,15 +59,15 @@ class Lines:
         self.keep_delimiter = bool(keep_delimiter)
         self._rule = None      # the compiled C rule, made on first use (bunsock._loop)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "bunsock.framing.lines(%r, max_size=%d, keep_delimiter=%r)" % (
             self.delimiter, self.max_size, self.keep_delimiter)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (type(other) is Lines and (self.delimiter, self.max_size, self.keep_delimiter)
                 == (other.delimiter, other.max_size, other.keep_delimiter))
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((Lines, self.delimiter, self.max_size, self.keep_delimiter))
 
 
@@ -68,8 +76,14 @@ class LengthPrefixed:
 
     __slots__ = ("header_size", "byteorder", "max_size", "includes_header", "_rule")
 
-    def __init__(self, header_size=4, *, byteorder="big", max_size=1 << 20,
-                 includes_header=False):
+    header_size: int
+    byteorder: str
+    max_size: int
+    includes_header: bool
+    _rule: Optional[Any]
+
+    def __init__(self, header_size: int = 4, *, byteorder: str = "big", max_size: int = 1 << 20,
+                 includes_header: bool = False) -> None:
         if isinstance(header_size, bool) or not isinstance(header_size, int):
             raise TypeError("header_size must be an int, not %s" % type(header_size).__name__)
         if header_size not in (1, 2, 4, 8):
@@ -82,22 +96,23 @@ class LengthPrefixed:
         self.includes_header = bool(includes_header)
         self._rule = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return ("bunsock.framing.length_prefixed(%d, byteorder=%r, max_size=%d, "
                 "includes_header=%r)" % (self.header_size, self.byteorder, self.max_size,
                                          self.includes_header))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (type(other) is LengthPrefixed and
                 (self.header_size, self.byteorder, self.max_size, self.includes_header) ==
                 (other.header_size, other.byteorder, other.max_size, other.includes_header))
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((LengthPrefixed, self.header_size, self.byteorder, self.max_size,
                      self.includes_header))
 
 
-def lines(delimiter=b"\n", *, max_size=65536, keep_delimiter=False):
+def lines(delimiter: Any = b"\n", *, max_size: int = 65536,
+          keep_delimiter: bool = False) -> Lines:
     """A rule for messages ending with `delimiter` (any non-empty bytes: b"\\r\\n" for SMTP or
     Redis inline). max_size: the longest line accepted, not counting its delimiter; a peer that
     sends more than that without a delimiter fails at once with FramingError. keep_delimiter:
@@ -106,7 +121,8 @@ def lines(delimiter=b"\n", *, max_size=65536, keep_delimiter=False):
     return Lines(delimiter, max_size=max_size, keep_delimiter=keep_delimiter)
 
 
-def length_prefixed(header_size=4, *, byteorder="big", max_size=1 << 20, includes_header=False):
+def length_prefixed(header_size: int = 4, *, byteorder: str = "big", max_size: int = 1 << 20,
+                    includes_header: bool = False) -> LengthPrefixed:
     """A rule for messages after an unsigned length of header_size (1, 2, 4 or 8) bytes, in
     `byteorder` ("big" or "little"). max_size: the largest message accepted (without the
     header); a larger declared length fails at once with FramingError. includes_header: the
