@@ -793,3 +793,34 @@ def test_group_write_frame_all_or_nothing_per_member(loop):
     run_until(loop, lambda: c_slow.bytes_read == 20_004 * (len(taken) - 1))
     shut(loop, lst1, c_slow, s_slow)
     shut(loop, lst2, c_fast, s_fast)
+
+
+def test_group_write_frame_exclude(loop):
+    rule = framing.lines()
+    group = bunsock.Group()
+    pairs = [pair(loop, rule) for _ in range(3)]
+    for srv, s, cli, c, lst in pairs:
+        group.add(s)
+    sender = pairs[0][1]
+    skipped = []
+    assert group.write_frame(b"hi", skipped, exclude=sender) == 2 and skipped == []
+    run_until(loop, lambda: all(p[3].bytes_read == 3 for p in pairs[1:]))
+    loop.run_once(0.05)
+    assert pairs[0][3].bytes_read == 0
+    with pytest.raises(TypeError, match="exclude"):
+        group.write_frame(b"x", exclude="me")
+    for srv, s, cli, c, lst in pairs:
+        shut(loop, lst, c, s)
+
+
+def test_the_api_doc_example_runs():
+    """docs/API.md §16's example, as written."""
+    from pathlib import Path
+    doc = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+    if not doc.exists():
+        pytest.skip("docs/ not beside tests/")
+    text = doc.read_text()
+    section = text[text.index("## 16. Framing"):]
+    code = section[section.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    exec(compile(code, "API.md §16", "exec"), {})
