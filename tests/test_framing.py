@@ -824,3 +824,16 @@ def test_the_api_doc_example_runs():
     code = section[section.index("```python\n") + 10:]
     code = code[:code.index("```")]
     exec(compile(code, "API.md §16", "exec"), {})
+
+
+def test_replies_past_the_cork_limit_inside_one_read(loop):
+    """Replies written to one read's messages that add up to more than the cork holds (64 KiB)
+    go out in order, whole."""
+    big = Recorder(lambda so, m: so.write_frame(m * 2000))      # 10-byte message -> 20 KB reply
+    srv, s, cli, c, lst = pair(loop, framing.length_prefixed(4), server=big,
+                               client_rule=framing.length_prefixed(4))
+    msgs = [b"%010d" % i for i in range(12)]
+    c.write(b"".join(frame4(m) for m in msgs))
+    run_until(loop, lambda: len(cli.msgs) == 12)
+    assert cli.msgs == [m * 2000 for m in msgs]
+    shut(loop, lst, c, s)

@@ -511,6 +511,11 @@ cdef Py_ssize_t _frame_write(Socket s, _FrameRule rule, const char *p, Py_ssize_
     cdef char *out = stack
     if not _frame_room(s, total):
         return 0
+    out = _cork_extend(s, total)
+    if out != NULL:
+        _frame_fill(rule, out, hdr, p, n)      # inside a handler: straight into the cork
+        return total
+    out = stack
     if total > FRAME_STACK:
         keep = PyBytes_FromStringAndSize(NULL, total)
         out = PyBytes_AS_STRING(keep)
