@@ -6,6 +6,7 @@ event at all. Per-socket state lives in one module dict, keyed by socket, so tha
 listener.reload(accept(other)) in the middle of a header carries on with the bytes read so far.
 """
 import math
+from typing import Any, Optional
 
 from ._api import resolve_handlers
 from ._loop import HANDLER_NAMES
@@ -158,7 +159,8 @@ class _Accept:
         _drop(sock)      # the user's open never ran: their close does not either
 
 
-def accept(handlers, *, timeout=5.0, max_size=V2_MAX_DEFAULT):
+def accept(handlers: Any, *, timeout: Optional[float] = 5.0,
+           max_size: int = V2_MAX_DEFAULT) -> Any:
     """Wrap a handler table so that a listener reads a PROXY protocol header (v1 or v2) from
     each connection before the table's handlers see it.
 
