@@ -185,7 +185,10 @@ def accept(handlers: Any, *, timeout: Optional[float] = 5.0,
 
     Raises TypeError for an invalid table (as listen does), ValueError for a negative or
     non-finite timeout or a max_size outside 16..65551. Not for TLS listeners: the header comes
-    before the TLS handshake, so read it on a plain listener.
+    before the TLS handshake, so read it on a plain listener. `listener.reload()` replaces the
+    wrapper too: pass `accept(new_table)` to keep reading headers (a header half read by then is
+    finished by the new wrapper). A connection already handed over runs on its own copy of the
+    table, so `listener.reload()` does not reach it: `reload` such sockets one by one.
     """
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
