@@ -751,20 +751,27 @@ def test_run_once_validates_its_timeout(loop):
             loop.run_once("1")
     finally:
         wake.cancel()
-    for huge in (1e12, float("inf"), 10 ** 30):
-        loop.call_soon(lambda: None)
+    for huge in (1e12, float("inf"), 10 ** 30, 10 ** 400):
+        # a wait that wrapped to a negative int would block forever; a capped one ends with
+        # the first event (this thread's wake-up)
+        done = []
+        wake = threading.Timer(0.1, lambda: loop.call_soon_threadsafe(done.append, 1))
+        wake.start()
         t0 = time.monotonic()
-        loop.run_once(huge)
-        assert time.monotonic() - t0 < 5
+        while not done and time.monotonic() - t0 < 5:
+            loop.run_once(huge)
+        wake.join()
+        assert done and time.monotonic() - t0 < 5
     loop.run_once(0)
 
 
 def test_a_loop_that_failed_to_build_is_not_counted():
+    import gc
     from bunsock._loop import debug_counts
+    gc.collect()
     before = debug_counts()["loops"]
     for _ in range(3):
         with pytest.raises(ValueError, match="read_buffer_size"):
             bunsock.Loop(read_buffer_size=100)
-    import gc
     gc.collect()
     assert debug_counts()["loops"] == before

@@ -25,13 +25,13 @@ cdef class Group:
     def add(self, sock):
         """Add a Socket (no-op if it is a member already or closed). Raises TypeError for
         anything but a Socket, ValueError for a socket of another loop than the members'."""
-        if self.loop is not None:
-            _check_thread(self.loop)
         cdef Socket s
         cdef _SockExt ext
         if type(sock) is not Socket:
             raise TypeError("a Group holds bunsock.Socket objects, not %s" % type(sock).__name__)
         s = <Socket>sock
+        # The socket's loop, not only the group's: the first add has no group loop yet.
+        _check_thread(s.loop)
         if s.state == ST_CLOSED or s in self.index:
             return
         if self.loop is not None and self.index and s.loop is not self.loop:

@@ -34,6 +34,7 @@ cdef enum:
     F_PIPE_DST = 1 << 18    # ext.pipe_in relays into this socket: its writable event is the relay's
     F_PIPE_HELD = 1 << 19   # reading stopped by the relay (destination over its limit), not pause()
     F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
+    F_CLOSE_AFTER = 1 << 21 # `with` left while connecting: close once the writes and the FIN are out
 
 cdef enum:
     BT_BYTES = 0

@@ -183,8 +183,7 @@ cdef int _splice_out(_Pipe p) except -1:
         if m > 0:
             p.inpipe -= m
             d.bytes_written += m
-            d.last_active = <uint32_t>d.loop.now
-            d.flags &= ~F_IDLE_FIRED
+            _touch(d)
             if m < want:
                 break         # the socket buffer is full: skip the EAGAIN round trip
         elif m == -EAGAIN or m == -EWOULDBLOCK or m == 0:
@@ -245,8 +244,7 @@ cdef int _relay_spill_in(Socket d) except -1:
 
 cdef inline void _count_read(Socket s, Py_ssize_t n) noexcept:
     s.bytes_read += n
-    s.last_active = <uint32_t>s.loop.now      # relayed bytes are activity for idle timeouts
-    s.flags &= ~F_IDLE_FIRED
+    _touch(s)      # relayed bytes are activity for idle timeouts
 
 
 cdef int _relay_readable(Socket s) except -1:
@@ -296,7 +294,7 @@ cdef int _relay_readable(Socket s) except -1:
                 if n > 0:
                     _count_read(s, n)
                     d.flags = (d.flags | F_DRAIN_OWED) & ~F_LWM_FIRED
-                    d.last_active = <uint32_t>loop.now
+                    _touch(d)
             else:
                 n = bs_recv(s.fd, loop.rbuf, want)
                 loop.n_recv += 1
@@ -451,6 +449,7 @@ cdef object _pipe(Socket s, object dest, object hwm, object lwm, object splice):
     cdef _Pipe p
     cdef Py_ssize_t hi, lo
     cdef bint use_splice
+    _check_thread(s.loop)
     if not isinstance(dest, Socket):
         raise TypeError("pipe() needs a bunsock.Socket to relay into, not %s"
                         % type(dest).__name__)
@@ -521,6 +520,7 @@ cdef Py_ssize_t _mark(str name, object v, Py_ssize_t lo) except -1:
 cdef object _unpipe(Socket s):
     cdef _Pipe p
     cdef Socket d
+    _check_thread(s.loop)
     if not (s.flags & F_PIPE_SRC):
         return None
     p = s.ext.pipe_out

@@ -174,7 +174,11 @@ cdef class Socket(_SocketReader):
         sockets. Raises OSError if the kernel refuses."""
         _check_thread(self.loop)
         cdef int r
-        if self.state == ST_OPEN and not (self.flags & F_UNIX):
+        if self.state == ST_CONNECTING and not (self.flags & F_UNIX):
+            # Kept with the connect's options: applied to each attempt, and not overwritten
+            # by the default when the connection opens.
+            self._setopts(((IPPROTO_TCP, TCP_NODELAY, _opt_value(1 if on else 0)),))
+        elif self.state == ST_OPEN and not (self.flags & F_UNIX):
             r = bs_set_nodelay(self.fd, on)
             if r < 0:
                 _raise_errno(-r)
@@ -503,7 +507,14 @@ cdef class Socket(_SocketReader):
         return self
 
     def __exit__(self, t, v, tb):
-        """Leaving a `with sock:` block closes the socket (buffered bytes as close() does)."""
+        """Leaving a `with sock:` block closes the socket (buffered bytes as close() does).
+        A socket still connecting with writes made in the block keeps them: it ends (FIN after
+        them) once connected, then closes."""
+        _check_thread(self.loop)
+        if self.state == ST_CONNECTING and (self._pending() or self._tls_held()):
+            self.flags |= F_CLOSE_AFTER
+            self._end()
+            return False
         self.close()
         return False
 

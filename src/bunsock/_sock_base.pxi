@@ -7,6 +7,14 @@ cdef class _SockExt:
     """Rarely used per-socket state, kept off the Socket so an idle connection stays small."""
 
 
+cdef inline void _touch(_SocketBase s) noexcept:
+    """Activity (bytes read, written, or taken by the kernel from the backlog): a new idle
+    period starts. The one place the stamp is written: the idle timer re-arms itself lazily
+    from it (_on_timer), and `timeout` may fire again once the flag is clear."""
+    s.last_active = <uint32_t>s.loop.now
+    s.flags &= ~F_IDLE_FIRED
+
+
 cdef class _SocketBase(_Handle):
 
     def __cinit__(self):
@@ -167,7 +175,7 @@ cdef Socket _new_socket(Loop loop, _Ctx ctx, data, int fd, Listener listener):
     s._listener = listener
     s.flags = F_REFED
     loop.refs += 1
-    s.last_active = <uint32_t>loop.now
+    _touch(s)
     Py_INCREF(s)     # the loop's reference, dropped after the batch in which it closes
     return s
 
@@ -194,7 +202,7 @@ cdef int _accept_socket(Listener l, int fd) except -1:
         s.timeout_ms = ctx.idle_ms
         if loop.wheel.count == 0:
             loop.now = bs_monotonic_ms()    # not kept current while no timer is armed
-        s.last_active = <uint32_t>loop.now
+        _touch(s)
         bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
     if ctx.tls is not None:
         return s._start_tls_from_ctx()

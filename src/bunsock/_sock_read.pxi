@@ -34,8 +34,7 @@ cdef class _SocketReader(_SocketWriter):
             loop.n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                self.last_active = <uint32_t>loop.now
-                self.flags &= ~F_IDLE_FIRED
+                _touch(self)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
@@ -165,9 +164,8 @@ cdef class _SocketReader(_SocketWriter):
         if self.timeout_ms == 0:
             bs_wheel_cancel(&loop.wheel, &self.t)
             return 0
-        self.flags &= ~F_IDLE_FIRED
         loop._arm(&self.t, self.timeout_ms / 1000.0)
-        self.last_active = <uint32_t>loop.now
+        _touch(self)
         return 0
 
     # -- connecting --
@@ -239,7 +237,7 @@ cdef class _SocketReader(_SocketWriter):
             self._try_connect()
             return 0
         self.state = ST_OPEN
-        if not (self.flags & F_UNIX):
+        if not (self.flags & F_UNIX) and not _sets_nodelay(self.ext.sockopts):
             bs_set_nodelay(self.fd, 1)
         # pause() while connecting holds: no read interest until resume().
         self._set_mask(0 if self.flags & F_PAUSED else BS_READABLE)

@@ -120,8 +120,7 @@ cdef class _SocketWriter(_SocketBase):
             return -1
         if n == 0:
             return 0
-        self.last_active = <uint32_t>self.loop.now
-        self.flags &= ~F_IDLE_FIRED
+        _touch(self)
         if self.flags & F_TLS:
             return (<_TlsHook>self.ext.tls).write(self, p, n, keep)
         return _SocketWriter._write_raw(self, p, n, keep)
@@ -212,8 +211,7 @@ cdef class _SocketWriter(_SocketBase):
                 self.bytes_written += r
                 bs_sink_consume(&self.sink, r)
                 # A backlog draining to a slow reader is activity, not idleness.
-                self.last_active = <uint32_t>loop.now
-                self.flags &= ~F_IDLE_FIRED
+                _touch(self)
                 if <size_t>r < total:
                     break     # kernel buffer full: skip the EAGAIN round trip
             if self.sink.len == 0 and self.sink.cap > BS_SINK_KEEP and not (self.flags & F_SPARE):
@@ -242,6 +240,8 @@ cdef class _SocketWriter(_SocketBase):
         r = bs_shutdown(self.fd, 0)
         if r < 0 and r != -ENOTCONN:   # the peer already reset; the read side will report it
             return self._fail(-r)
+        if self.flags & F_CLOSE_AFTER:
+            return self._close(None)   # a `with` block left while connecting: its writes are out
         return 0
 
     cdef int _end(self) except -1:
@@ -284,7 +284,7 @@ cdef class _SocketWriter(_SocketBase):
                     return -1
                 sent = 0
             self.bytes_written += sent
-            self.last_active = <uint32_t>self.loop.now
+            _touch(self)
             accepted = sent
             off = sent
             for i in range(cnt):
