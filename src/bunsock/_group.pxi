@@ -98,7 +98,7 @@ cdef class Group:
             _check_thread(self.loop)
         cdef Py_buffer view
         cdef const char *p
-        cdef Py_ssize_t n, i, total, used, hwm, r, taken = 0
+        cdef Py_ssize_t n, i, total, r, taken = 0
         cdef Socket s
         cdef object o
         cdef list members
@@ -128,21 +128,17 @@ cdef class Group:
                     if skipped is not None:
                         skipped.append(s)
                     continue
-                hwm = s.ctx.hwm
-                if hwm >= 0 and n > 0:
-                    used = s._pending() + s._tls_held()
-                    if used > 0 and used + n > hwm:
-                        # A prefix is never sent: the member gets none of this message, and a
-                        # `drain` when its backlog has gone, so the game can resync it.
-                        s.flags |= F_DRAIN_OWED
-                        if not (s.flags & F_CORKED) and s.cork_depth == 0:
-                            s._settle()
-                        if skipped is not None:
-                            skipped.append(s)
-                        continue
+                # F_WHOLE: the write room applies the whole-message rule (_hwm_room), here and
+                # in the member's own write path (plaintext cork and sink, TLS).
                 s.flags |= F_WHOLE
                 try:
-                    r = s._write(p, n, data)
+                    if s._hwm_room(n) < n:
+                        # A prefix is never sent: the member gets none of this message, and a
+                        # `drain` when its backlog has gone, so the game can resync it.
+                        s._owe_drain()
+                        r = -1
+                    else:
+                        r = s._write(p, n, data)
                 finally:
                     s.flags &= ~F_WHOLE
                 if r == n:

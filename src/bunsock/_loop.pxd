@@ -222,11 +222,18 @@ cdef class _SocketBase(_Handle):
 cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _pending(self)
     cdef Py_ssize_t _tls_held(self)
+    cdef Py_ssize_t _held(self)
     cdef Py_ssize_t _backlog(self)
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n)
+    cdef bint _wants_writable(self)
     cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1
     cdef int _settle(self) except -1
+    cdef int _owe_drain(self) except -1
+    cdef int _backlog_grew(self) except -1
+    cdef int _pipe_ended(self) except -1
+    cdef int _drop_pending(self) except -1
+    cdef int _on_writable(self) except -1
     cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2
     cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2
@@ -240,7 +247,6 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_readable(self) except -1
     cdef int _deliver(self, Py_ssize_t n) except -1
     cdef int _on_eof(self) except -1
-    cdef int _on_writable(self) except -1
     cdef int _on_timer(self) except -1
     cdef int _arm_idle(self) except -1
     cdef int _on_connected(self) except -1

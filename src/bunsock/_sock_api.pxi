@@ -79,9 +79,7 @@ cdef class Socket(_SocketReader):
         if not read:
             # Nothing buffered can be sent after our FIN; no `drain` is owed for dropped bytes.
             self.flags |= F_SHUT_WR | F_ENDING
-            self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)
-            bs_sink_free(&self.sink)
-            self.cork_obj = None
+            self._drop_pending()
             if self.flags & F_EOF:
                 self._close(None)
             else:
@@ -98,9 +96,7 @@ cdef class Socket(_SocketReader):
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
         _check_thread(self.loop)
-        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and (
-                self._pending() or ((self.flags & F_TLS) and
-                                    (<_TlsHook>self.ext.tls).corked_len())):
+        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and self._held():
             # Only corked bytes are pending (no send refused them): without the cork they would
             # already be in the kernel, so `write(resp); close()` in a handler must still send
             # them. One non-blocking attempt; whatever the kernel refuses is dropped as documented.
@@ -120,8 +116,8 @@ cdef class Socket(_SocketReader):
     def flush(self):
         """Try to push buffered bytes to the kernel now."""
         _check_thread(self.loop)
-        if self.state == ST_OPEN and self._pending():
-            self._flush()
+        if self.state == ST_OPEN and self._held():
+            self._flush()      # (TLS: the plaintext a handler corked is sealed and sent too)
 
     def cork(self):
         """Context manager: writes inside it go out together, in one send, when it exits."""
@@ -511,7 +507,7 @@ cdef class Socket(_SocketReader):
         A socket still connecting with writes made in the block keeps them: it ends (FIN after
         them) once connected, then closes."""
         _check_thread(self.loop)
-        if self.state == ST_CONNECTING and (self._pending() or self._tls_held()):
+        if self.state == ST_CONNECTING and self._held():
             self.flags |= F_CLOSE_AFTER
             self._end()
             return False

@@ -98,11 +98,7 @@ cdef class _SocketBase(_Handle):
         bs_wheel_cancel(&loop.wheel, &self.t)
         if self.ext is not None and self.ext.attempts is not None:
             _he_abort(<Socket>self)          # Happy Eyeballs attempts still connecting
-        bs_sink_free(&self.sink)
-        if self.flags & F_SPARE:
-            _spare_drop(self)
-        self.cork_obj = None
-        self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)
+        (<_SocketWriter>self)._drop_pending()
         if self.flags & F_REFED:
             loop.refs -= 1
         if self._listener is not None and (self.lprev is not None or self._listener.head is self):
@@ -132,6 +128,8 @@ cdef class _SocketBase(_Handle):
         cdef int fd = self.fd
         cdef object h
         self._teardown()
+        if BS_DEBUG:
+            (<_SocketWriter>self)._check()
         if self.flags & F_TLS:
             (<_TlsHook>self.ext.tls).closed(self, err)   # a running handshake hears it first
         if not (self.flags & F_OPENED):

@@ -1,4 +1,5 @@
-# Socket events: readiness from the poller (read, EOF, writable), the idle timer, connecting.
+# Socket events: readiness from the poller (read, EOF; writable goes to the write room), the idle
+# timer, connecting.
 
 
 cdef class _SocketReader(_SocketWriter):
@@ -14,7 +15,7 @@ cdef class _SocketReader(_SocketWriter):
             if self.fd < 0 or self.state == ST_CLOSED:
                 return 0
         if handled & BS_WRITABLE:
-            _SocketReader._on_writable(self)
+            _SocketWriter._on_writable(self)      # the write room's (_sock_write.pxi)
         elif (ev & BS_HANGUP) and not (handled & BS_READABLE):
             # A hang-up on a paused socket with nothing to write: level-triggered HUP would be
             # reported on every wait, so step out of the poller until resume() or a write.
@@ -103,31 +104,6 @@ cdef class _SocketReader(_SocketWriter):
             return self._close(None)
         if not self.ctx.allow_half_open:
             self._end()
-        return 0
-
-    cdef int _on_writable(self) except -1:
-        if self.flags & F_PIPE_DST:
-            return _relay_writable(<Socket>self)
-        if self._pending():
-            self._flush()
-            if self.state != ST_OPEN:
-                return 0
-            if self._pending():
-                # low_water_mark: `drain` fires once the backlog is down to it (once per
-                # episode), so a writer can refill before the kernel runs dry.
-                if ((self.flags & (F_DRAIN_OWED | F_LWM_FIRED)) == F_DRAIN_OWED
-                        and self._backlog() <= self.ctx.lwm):
-                    self.flags |= F_LWM_FIRED
-                    self._drained()
-                return 0
-        # Nothing pending: writable interest is no longer needed, and an owed drain is due,
-        # unless TLS still holds plaintext for its handshake (the drain comes after it).
-        self._set_mask(self.mask & ~BS_WRITABLE)
-        if self.state == ST_OPEN and (self.flags & F_DRAIN_OWED) and self._tls_held() == 0:
-            if self.flags & F_LWM_FIRED:
-                self.flags &= ~(F_DRAIN_OWED | F_LWM_FIRED)    # this episode's drain was had
-            else:
-                self._drained()
         return 0
 
     cdef int _on_timer(self) except -1:
