@@ -297,6 +297,7 @@ cdef class _SocketWriter(_SocketBase):
             if <size_t>r < total:
                 if bs_sink_append(&self.sink, PyBytes_AS_STRING(o) + r, total - r) < 0:
                     raise MemoryError()
+                _refused(self)
         else:
             while self.sink.len > 0:
                 cnt = bs_sink_iov(&self.sink, iov)
@@ -318,10 +319,8 @@ cdef class _SocketWriter(_SocketBase):
                     break     # kernel buffer full: skip the EAGAIN round trip
             if self.sink.len == 0 and self.sink.cap > BS_SINK_KEEP and not (self.flags & F_SPARE):
                 _spare_add(self)
-        if self.sink.len and not (self.flags & F_BACKED_UP):
-            # What the kernel refused of a flush (a handler's cork) is a backlog now, and a
-            # drain is owed for it: a new episode.
-            self.flags = (self.flags | F_BACKED_UP | F_DRAIN_OWED) & ~F_LWM_FIRED
+            elif self.sink.len:
+                _refused(self)
         return _SocketWriter._settle(self)
 
     cdef int _drained(self) except -1:
@@ -414,6 +413,13 @@ cdef class _SocketWriter(_SocketBase):
                 break
             accepted += k
         return accepted
+
+
+cdef inline void _refused(_SocketWriter s) noexcept:
+    """A flush left bytes (a handler's cork) that the kernel refused: they are a backlog now, and
+    a drain is owed for them, a new episode. (Already backed up: the episode goes on.)"""
+    if not (s.flags & F_BACKED_UP):
+        s.flags = (s.flags | F_BACKED_UP | F_DRAIN_OWED) & ~F_LWM_FIRED
 
 
 # Sink capacity hysteresis. A sink that empties keeps its storage (sink.c), so a connection
