@@ -3,31 +3,33 @@
     python examples/game_tick.py [PORT]      then: nc 127.0.0.1 PORT
 """
 import sys
+from typing import Dict, Optional, Set, Union
 
 import bunsock
 
-players = set()
-state = {"tick": 0}
+players: Set[bunsock.Socket] = set()
+state: Dict[str, Union[int, bytes]] = {"tick": 0}
 
 
 class Player:
-    def open(self, sock):
+    def open(self, sock: bunsock.Socket) -> None:
         players.add(sock)
         sock.timeout(30)                  # drop players idle for 30 s
 
-    def data(self, sock, buf):
+    def data(self, sock: bunsock.Socket, buf: bytes) -> None:
         state["last_input"] = buf.strip()
 
-    def timeout(self, sock):
+    def timeout(self, sock: bunsock.Socket) -> None:
         sock.end(b"idle too long\n")
 
-    def close(self, sock, err):
+    def close(self, sock: bunsock.Socket, err: Optional[BaseException]) -> None:
         players.discard(sock)
 
 
-def tick():
-    state["tick"] += 1
-    frame = b"tick %d\n" % state["tick"]
+def tick() -> None:
+    n = int(state["tick"]) + 1
+    state["tick"] = n
+    frame = b"tick %d\n" % n
     for p in players:                     # corked: each player's frame is one send
         p.write(frame)
 

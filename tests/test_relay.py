@@ -647,7 +647,7 @@ def test_many_short_relayed_connections_close_once_each(loop, clean, mode):
 def test_unpipe_leaves_no_drain_owed_for_relayed_bytes(loop, clean, mode):
     """The relay owns its destination's flow control (no `drain` while piped into). After
     unpipe() the bytes it had buffered still go out, and no user `drain` fires for them."""
-    from _until import run_until
+    from conftest import run_until
     drains, got, st = [], [0], {}
     sink = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, pause_on_connect=True,
                           recv_buffer_size=16 << 10, socket={

@@ -597,7 +597,7 @@ def test_tcp_nodelay_off_asked_before_open_stays_off(loop, no_leaks, how):
     """TCP_NODELAY is on by default, but the user's own choice wins: asked off through
     connect(sockopts=...), or with setsockopt / set_no_delay(False) while connecting, it still
     reads 0 after `open`."""
-    from _until import run_until
+    from conftest import run_until
     off = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
     seen = []
     srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,

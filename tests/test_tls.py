@@ -583,7 +583,7 @@ def test_corrupt_record_after_handshake_reports_error_and_closes(loop, sctx, cct
     assert isinstance(seen[0][1], ssl.SSLError) and seen[1][1] is seen[0][1]
 
 
-def test_handshake_handler_raising_reports_and_closes(loop, sctx, cctx):
+def test_handshake_handler_raising_reports_and_closes(loop, sctx, cctx, expected_errors):
     seen = []
 
     class Cli:
@@ -604,6 +604,7 @@ def test_handshake_handler_raising_reports_and_closes(loop, sctx, cctx):
     bunsock.connect(hostname="127.0.0.1", port=srv.port, socket=Cli(), tls=cctx, loop=loop)
     run(loop)
     assert seen == [("error", RuntimeError), ("close", None)]
+    assert [str(e) for e, _ in expected_errors] == ["boom"]
 
 
 def test_write_then_close_in_handler_sends_reply(loop, sctx, cctx):
@@ -1085,7 +1086,7 @@ def test_starttls_reply_before_a_cut_tls_write_survives_close(loop, sctx, no_lea
     """Inside one handler: a plaintext reply (corked), upgrade_tls(), a TLS write that
     high_water_mark refuses, close(). The reply was never refused by the kernel: close() must
     still send it, as it does for any corked write (it is not a backlog to drop)."""
-    from _until import run_until
+    from conftest import run_until
     seen = {}
 
     class Srv:
@@ -1114,7 +1115,7 @@ def test_starttls_reply_before_a_cut_tls_write_survives_close(loop, sctx, no_lea
 
 def test_flush_sends_plaintext_a_callback_wrote(loop, sctx, cctx, no_leaks):
     """flush() inside a callback pushes what TLS corked (as close() does), not only raw bytes."""
-    from _until import run_until
+    from conftest import run_until
     got = bytearray()
     res = []
 

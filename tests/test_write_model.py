@@ -65,6 +65,7 @@ class WriteModel(RuleBasedStateMachine):
         self.drains = 0
         self.closes = []
         self.wrong = []
+        self.handler_failures = []
         self.sock = None
         self.ended = self.closed = False
         self.salt = 0
@@ -96,6 +97,11 @@ class WriteModel(RuleBasedStateMachine):
 
             def close(self, s, err):
                 model.closes.append(err)
+
+            def error(self, s, exc):
+                # Anything a handler raised lands here; the invariant below raises it inside the
+                # step, so Hypothesis sees the failure and shrinks it.
+                model.handler_failures.append(exc)
 
         sctx, cctx = tls_contexts() if tls else (None, None)
         self.srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=H(), loop=self.loop,
@@ -342,6 +348,11 @@ class WriteModel(RuleBasedStateMachine):
     @invariant()
     def drains_are_owed(self):
         assert not getattr(self, "wrong", None), self.wrong
+
+    @invariant()
+    def handlers_did_not_fail(self):
+        if getattr(self, "handler_failures", None):
+            raise self.handler_failures[0]
 
     @invariant()
     def received_is_a_prefix_of_accepted(self):

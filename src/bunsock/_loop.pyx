@@ -146,6 +146,33 @@ cdef void _unraisable(object exc, object where) noexcept:
     PyErr_WriteUnraisable(where)
 
 
+# A test suite's window on handler failures: every Exception a handler or callback raised is shown
+# to this function before the error policy routes it (to `error`, or to sys.unraisablehook), so a
+# test can fail when an assert inside a handler did, whatever the handler table does with it.
+cdef object _exc_observer = None
+
+
+def _observe_handler_exceptions(fn):
+    """Call fn(exc, where) for every Exception a handler, timer or call_soon callback raises,
+    before it is routed; None stops. Returns the previous observer. For test suites: the loop
+    itself never depends on it."""
+    global _exc_observer
+    if fn is not None and not callable(fn):
+        raise TypeError("observer must be callable or None, not %s" % type(fn).__name__)
+    old = _exc_observer
+    _exc_observer = fn
+    return old
+
+
+cdef void _observe(object exc, object where) noexcept:
+    if _exc_observer is None:
+        return
+    try:
+        _exc_observer(exc, where)
+    except BaseException as e:
+        _unraisable(e, _exc_observer)
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Who may touch a loop: its own thread while it runs, and never a process forked from its creator
@@ -237,6 +264,8 @@ cdef inline int _call_handler(Loop loop, object h, object owner, object on_error
             h(owner, a, b, c)
     except Exception as e:
         failed = 1
+        if _exc_observer is not None:
+            _observe(e, h)
         if loop.pid != _pid:
             pass          # a forked child: the finally clause leaves the parent's loop
         elif on_error is not None and on_error is not h:
@@ -256,6 +285,8 @@ cdef int call_callback(Loop loop, object fn, tuple args) except -1:
         fn(*args)
     except Exception as e:
         if loop.pid == _pid:
+            if _exc_observer is not None:
+                _observe(e, fn)
             _unraisable(e, fn)
     finally:
         _leave_callback(loop)
@@ -294,7 +325,7 @@ cdef class _Ctx:
     cdef _Ctx copy(self):
         return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,
                          self.idle_ms, self.tls, self.tls_server_side, self.server_hostname,
-                         self.pause_on_connect, self.lwm)
+                         self.pause_on_connect, self.lwm, self.idle_read)
 
     cdef tuple handlers(self):
         return (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error,
@@ -303,8 +334,9 @@ cdef class _Ctx:
 
 def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t hwm,
               uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None,
-              bint pause_on_connect=False, Py_ssize_t lwm=0):
+              bint pause_on_connect=False, Py_ssize_t lwm=0, bint idle_read=False):
     cdef _Ctx c = _Ctx.__new__(_Ctx)
+    c.idle_read = idle_read
     c.lwm = lwm
     c.set_handlers(handlers)
     c.binary_type = binary_type

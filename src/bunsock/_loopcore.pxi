@@ -17,6 +17,10 @@ def get_loop():
     except AttributeError:
         loop = Loop()
         _tls_loops.loop = loop
+        if threading.current_thread() is not threading.main_thread():
+            # Warns at thread exit if this loop got work but never ran (_unrun.py says why).
+            from ._unrun import UnrunLoopGuard
+            _tls_loops.guard = UnrunLoopGuard(loop)
         return loop
 
 
@@ -437,6 +441,10 @@ cdef class Loop:
         """The poller's descriptor: readable whenever run_once() has events to dispatch."""
         return self.poller.fd
 
+    def __repr__(self):
+        state = "closed" if self.closed else ("running" if self.running else "idle")
+        return "<bunsock.Loop %s %s refs=%d>" % (backend(), state, self.refs)
+
     def _embed(self, bint on=True):
         """Embedded in another loop: call_soon and new timers wake the poller fd, so the host
         notices work queued from its own callbacks."""
@@ -458,11 +466,8 @@ cdef class Loop:
         cdef _OptList o = _opt_list(sockopts)
         _check_thread(self)
         self._check_open()
-        if o is None:
-            fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only)
-        else:
-            fd = bs_listen_tcp_ex(family, ip.encode(), port, backlog, reuse_port, ipv6_only,
-                                  o.opts, o.n)
+        fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only,
+                           _opts_of(o), _nopts_of(o))
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
@@ -475,10 +480,7 @@ cdef class Loop:
         cdef _OptList o = _opt_list(sockopts)
         _check_thread(self)
         self._check_open()
-        if o is None:
-            fd = bs_listen_unix(path, len(path), backlog)
-        else:
-            fd = bs_listen_unix_ex(path, len(path), backlog, o.opts, o.n)
+        fd = bs_listen_unix(path, len(path), backlog, _opts_of(o), _nopts_of(o))
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)

@@ -178,7 +178,7 @@ cdef int _splice_out(_Pipe p) except -1:
         if m > 0:
             p.inpipe -= m
             d.bytes_written += m
-            _touch(d)
+            _touch(d, False)
             if m < want:
                 break         # the socket buffer is full: skip the EAGAIN round trip
         elif m == -EAGAIN or m == -EWOULDBLOCK or m == 0:
@@ -234,7 +234,7 @@ cdef int _relay_spill_in(Socket d) except -1:
 
 cdef inline void _count_read(Socket s, Py_ssize_t n) noexcept:
     s.bytes_read += n
-    _touch(s)      # relayed bytes are activity for idle timeouts
+    _touch(s, True)    # relayed bytes are activity (reads) for idle timeouts
 
 
 cdef int _relay_readable(Socket s) except -1:
@@ -283,7 +283,7 @@ cdef int _relay_readable(Socket s) except -1:
                 bs_sink_truncate(&d.sink, d.sink.len - want + (n if n > 0 else 0))
                 if n > 0:
                     _count_read(s, n)
-                    _touch(d)
+                    _touch(d, False)
                     d._backlog_grew()
             else:
                 n = bs_recv(s.fd, loop.rbuf, want)

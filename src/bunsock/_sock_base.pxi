@@ -7,12 +7,17 @@ cdef class _SockExt:
     """Rarely used per-socket state, kept off the Socket so an idle connection stays small."""
 
 
-cdef inline void _touch(_SocketBase s) noexcept:
-    """Activity (bytes read, written, or taken by the kernel from the backlog): a new idle
-    period starts. The one place the stamp is written: the idle timer re-arms itself lazily
-    from it (_on_timer), and `timeout` may fire again once the flag is clear."""
+cdef inline void _touch(_SocketBase s, bint read) noexcept:
+    """Activity: bytes read (read=True: also a new period for idle_timeout_mode="read"),
+    written, or taken by the kernel from the backlog. A new idle period starts. The one place
+    the stamps are written: the idle timer re-arms itself lazily from them (_on_timer), and
+    `timeout` may fire again once the flag is clear."""
     s.last_active = <uint32_t>s.loop.now
-    s.flags &= ~F_IDLE_FIRED
+    if read:
+        s.last_read = s.last_active
+        s.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
+    else:
+        s.flags &= ~F_IDLE_FIRED
 
 
 cdef class _SocketBase(_Handle):
@@ -173,7 +178,7 @@ cdef Socket _new_socket(Loop loop, _Ctx ctx, data, int fd, Listener listener):
     s._listener = listener
     s.flags = F_REFED
     loop.refs += 1
-    _touch(s)
+    _touch(s, True)
     Py_INCREF(s)     # the loop's reference, dropped after the batch in which it closes
     return s
 
@@ -200,7 +205,7 @@ cdef int _accept_socket(Listener l, int fd) except -1:
         s.timeout_ms = ctx.idle_ms
         if loop.wheel.count == 0:
             loop.now = bs_monotonic_ms()    # not kept current while no timer is armed
-        _touch(s)
+        _touch(s, True)
         bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
     if ctx.tls is not None:
         return s._start_tls_from_ctx()

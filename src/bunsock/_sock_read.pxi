@@ -35,7 +35,7 @@ cdef class _SocketReader(_SocketWriter):
             loop.n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                _touch(self)
+                _touch(self, True)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
@@ -109,6 +109,7 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_timer(self) except -1:
         cdef Loop loop = self.loop
         cdef uint32_t idle
+        cdef uint32_t fired = F_IDLE_FIRED
         cdef object h
         if self.state == ST_CONNECTING:
             return self._connect_failed(_oserror(_errno.ETIMEDOUT))
@@ -120,15 +121,20 @@ cdef class _SocketReader(_SocketWriter):
             return (<_TlsHook>self.ext.tls).timed_out(self)
         if self.timeout_ms == 0:
             return 0
-        idle = <uint32_t>loop.now - self.last_active
+        if self.ctx.idle_read:
+            # Only inbound bytes count: the socket's own writes do not keep it alive.
+            idle = <uint32_t>loop.now - self.last_read
+            fired = F_READ_FIRED
+        else:
+            idle = <uint32_t>loop.now - self.last_active
         if idle < self.timeout_ms:
             # Activity restarted the period; re-arming lazily here keeps the I/O path to one store.
             bs_wheel_arm(&loop.wheel, &self.t, loop.now + (self.timeout_ms - idle))
             return 0
         bs_wheel_arm(&loop.wheel, &self.t, loop.now + self.timeout_ms)
-        if self.flags & F_IDLE_FIRED:
+        if self.flags & fired:
             return 0      # once per idle period
-        self.flags |= F_IDLE_FIRED
+        self.flags |= fired
         h = self.ctx.on_timeout
         if h is None:
             return self._close(_oserror(_errno.ETIMEDOUT))
@@ -141,7 +147,7 @@ cdef class _SocketReader(_SocketWriter):
             bs_wheel_cancel(&loop.wheel, &self.t)
             return 0
         loop._arm(&self.t, self.timeout_ms / 1000.0)
-        _touch(self)
+        _touch(self, True)
         return 0
 
     # -- connecting --
@@ -252,14 +258,11 @@ cdef int _start_connect_tcp(_SockExt ext, int family, str ip, int *in_progress) 
     cdef const char *local = NULL
     if blocal is not None:
         local = blocal
-    if o is None:
-        return bs_connect_tcp(family, bip, ext.port, local, ext.local_port, in_progress)
-    return bs_connect_tcp_ex(family, bip, ext.port, local, ext.local_port, o.opts, o.n,
-                             in_progress)
+    return bs_connect_tcp(family, bip, ext.port, local, ext.local_port, _opts_of(o),
+                          _nopts_of(o), in_progress)
 
 
 cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
     cdef _OptList o = ext.sockopts
-    if o is None:
-        return bs_connect_unix(ext.unix_path, len(ext.unix_path), in_progress)
-    return bs_connect_unix_ex(ext.unix_path, len(ext.unix_path), o.opts, o.n, in_progress)
+    return bs_connect_unix(ext.unix_path, len(ext.unix_path), _opts_of(o), _nopts_of(o),
+                           in_progress)

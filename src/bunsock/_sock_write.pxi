@@ -222,7 +222,7 @@ cdef class _SocketWriter(_SocketBase):
             return -1
         if n == 0:
             return 0
-        _touch(self)
+        _touch(self, False)
         if self.flags & F_TLS:
             return (<_TlsHook>self.ext.tls).write(self, p, n, keep)
         return _SocketWriter._write_raw(self, p, n, keep)
@@ -314,7 +314,7 @@ cdef class _SocketWriter(_SocketBase):
                 self.bytes_written += r
                 bs_sink_consume(&self.sink, r)
                 # A backlog draining to a slow reader is activity, not idleness.
-                _touch(self)
+                _touch(self, False)
                 if <size_t>r < total:
                     break     # kernel buffer full: skip the EAGAIN round trip
             if self.sink.len == 0 and self.sink.cap > BS_SINK_KEEP and not (self.flags & F_SPARE):
@@ -389,7 +389,7 @@ cdef class _SocketWriter(_SocketBase):
                     return -1
                 sent = 0
             self.bytes_written += sent
-            _touch(self)
+            _touch(self, False)
             accepted = sent
             off = sent
             for i in range(cnt):

@@ -32,11 +32,14 @@ cdef class _OptList:
     def __dealloc__(self):
         free(self.opts)
 
-    cdef int apply(self, int fd) except -1:
-        cdef int r = bs_apply_sockopts(fd, self.opts, self.n)
-        if r < 0:
-            _raise_errno(-r)
-        return 0
+
+cdef inline const bs_sockopt *_opts_of(_OptList o):
+    """The C array for the socket calls: NULL (with a count of 0) when there are no options."""
+    return NULL if o is None else o.opts
+
+
+cdef inline int _nopts_of(_OptList o):
+    return 0 if o is None else o.n
 
 
 cdef extern from "<netinet/in.h>":
@@ -61,7 +64,7 @@ cdef bint _sets_nodelay(object opts) noexcept:
 
 cdef _OptList _opt_list(object items):
     """items: a sequence of (level, option, bytes) already checked by bunsock._api; None or an
-    empty sequence gives None (no options: the plain calls are used)."""
+    empty sequence gives None (no options)."""
     cdef _OptList o
     cdef Py_ssize_t i, n
     cdef bytes v
@@ -138,3 +141,29 @@ cdef int _whole_seconds(str name, object value) except -1:
     if not isfinite(v) or v < 0 or v > 32767:
         raise ValueError("%s must be between 0 and 32767 seconds, not %r" % (name, value))
     return <int>ceil(v)
+
+
+cdef int _fd_setsockopt(int fd, int level, int option, object value) except -1:
+    """setsockopt() on a live descriptor (UdpSocket.setsockopt)."""
+    cdef bytes v = _opt_value(value)
+    cdef int r = bs_setsockopt(fd, level, option, PyBytes_AS_STRING(v),
+                               <unsigned int>PyBytes_GET_SIZE(v))
+    if r < 0:
+        _raise_errno(-r)
+    return 0
+
+
+cdef object _fd_getsockopt(int fd, int level, int option, int buflen):
+    """getsockopt() on a live descriptor: an int, or with buflen > 0 the raw bytes."""
+    cdef char buf[1024]
+    cdef unsigned int n
+    cdef int r
+    if buflen < 0 or buflen > 1024:
+        raise ValueError("buflen must be in 0..1024, not %d" % buflen)
+    n = buflen if buflen else sizeof(int)
+    r = bs_getsockopt(fd, level, option, buf, &n)
+    if r < 0:
+        _raise_errno(-r)
+    if buflen:
+        return PyBytes_FromStringAndSize(buf, n)
+    return (<int *>buf)[0]
