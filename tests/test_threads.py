@@ -17,11 +17,11 @@ STUBS = os.path.join(os.path.dirname(bunsock.__file__), "__init__.pyi")
 NOT_MUTATORS = {
     "Loop.time", "Loop.stats", "Loop.next_timeout", "Loop.fileno", "Loop.stop",
     "Loop.call_soon_threadsafe", "Loop.__init__", "Loop.run", "Loop.run_once", "Loop.close",
-    "Timer.when",
+    "Timer.when", "Timer.__repr__", "Loop.__repr__",
     "Socket.fileno", "Socket.getsockopt", "Socket.tcp_info", "Socket.__enter__",
     "Socket.getpeercert", "Socket.getcertificate", "Socket.cipher", "Socket.version",
     "Listener.fileno", "Listener.__enter__",
-    "UdpSocket.fileno",
+    "UdpSocket.fileno", "UdpSocket.getsockopt",
     "Group.__init__", "Group.__len__", "Group.__contains__", "Group.__iter__",
     # module level: the default loop is per thread, so these act on the caller's own loop
     "get_loop", "backend", "call_later", "call_every", "call_soon", "serve", "run",
@@ -38,8 +38,11 @@ def stub_callables():
         elif isinstance(node, ast.ClassDef):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef):
-                    deco = {getattr(d, "id", None) for d in item.decorator_list}
-                    if "property" not in deco:
+                    deco = {getattr(d, "id", None) or getattr(d, "attr", None)
+                            for d in item.decorator_list}
+                    if "setter" in deco:
+                        names.add("%s.%s=" % (node.name, item.name))     # a settable property
+                    elif "property" not in deco:
                         names.add("%s.%s" % (node.name, item.name))
     return names
 
@@ -97,6 +100,12 @@ def test_every_public_mutator_refuses_another_thread(loop, no_leaks):
         "Listener.ref": listener.ref,
         "Listener.unref": listener.unref,
         "Listener.__exit__": lambda: listener.__exit__(None, None, None),
+        "Socket.high_water_mark=": lambda: setattr(client, "high_water_mark", 1000),
+        "Socket.low_water_mark=": lambda: setattr(client, "low_water_mark", 10),
+        "Listener.high_water_mark=": lambda: setattr(listener, "high_water_mark", 1000),
+        "Listener.low_water_mark=": lambda: setattr(listener, "low_water_mark", 10),
+        "UdpSocket.setsockopt": lambda: udp.setsockopt(pysocket.SOL_SOCKET,
+                                                       pysocket.SO_BROADCAST, 1),
         "UdpSocket.send": lambda: udp.send(b"x", udp.port, "127.0.0.1"),
         "UdpSocket.send_many": lambda: udp.send_many([(b"x", udp.port, "127.0.0.1")]),
         "UdpSocket.close": udp.close,
