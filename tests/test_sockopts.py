@@ -622,3 +622,22 @@ def test_tcp_nodelay_off_asked_before_open_stays_off(loop, no_leaks, how):
     plain.close()
     srv.stop(True)
     run(loop)
+
+
+def test_tcp_nodelay_off_on_a_listener_stays_off_on_accepted_sockets(loop, no_leaks):
+    """listen(sockopts=[TCP_NODELAY 0]): the accepted sockets inherit the user's choice, the
+    default (on) does not overwrite it."""
+    from conftest import run_until
+    seen = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)],
+                         socket={"open": lambda s: seen.append(
+                             s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)),
+                             "data": lambda s, b: None})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                        socket={"data": lambda s, b: None})
+    run_until(loop, lambda: seen)
+    assert seen == [0]
+    c.close()
+    srv.stop(True)
+    run(loop)

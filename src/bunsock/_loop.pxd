@@ -151,6 +151,7 @@ cdef class Listener(_Handle):
     cdef Py_ssize_t _connections
     cdef Socket head              # accepted sockets still open (intrusive list)
     cdef bint refed, stopped
+    cdef bint own_nodelay         # its sockopts chose TCP_NODELAY: accepted sockets keep it
     cdef Timer backoff
     cdef Py_ssize_t max_conns     # max_connections (0: no limit)
     cdef bint full                # at max_conns: not accepting until a socket closes

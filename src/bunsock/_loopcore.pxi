@@ -471,6 +471,7 @@ cdef class Loop:
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
+        lst.own_nodelay = _sets_nodelay(o)
         lst._hostname = hostname
         lst._port = lst.address[1]      # the real port (port=0 picks one); address is cached
         return lst
@@ -484,6 +485,7 @@ cdef class Loop:
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
+        lst.own_nodelay = _sets_nodelay(o)
         lst._unix = display
         lst._unix_path = path
         if path[:1] != b"\0":
@@ -538,6 +540,7 @@ cdef class Loop:
         if r < 0:
             _raise_errno(-r)
         lst = Listener._new(self, ctx, data, fd)
+        lst.own_nodelay = _sets_nodelay(o)
         lst._unix = unix
         if family != BS_AF_UNIX:
             lst._port = lst.address[1]

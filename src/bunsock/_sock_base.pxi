@@ -198,7 +198,7 @@ cdef int _accept_socket(Listener l, int fd) except -1:
     s.mask = BS_READABLE
     if l._unix is not None:
         s.flags |= F_UNIX
-    else:
+    elif not l.own_nodelay:        # (a TCP_NODELAY in listen(sockopts=) is inherited: it wins)
         bs_set_nodelay(fd, 1)      # as Bun: small writes go out now
     l._link(s)
     if ctx.idle_ms:
