@@ -706,3 +706,44 @@ def test_pooled_splice_pipes_are_closed_after_an_idle_period(loop, clean):
         run(loop, 5)
     finally:
         _relay_pool_idle(10.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unpipe_leaves_no_drain_owed_for_relayed_bytes(loop, clean, mode):
+    """The relay owns its destination's flow control (no `drain` while piped into). After
+    unpipe() the bytes it had buffered still go out, and no user `drain` fires for them."""
+    from conftest import run_until
+    drains, got, st = [], [0], {}
+    sink = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, pause_on_connect=True,
+                          recv_buffer_size=16 << 10, socket={
+                              "open": lambda s: st.setdefault("c", s),
+                              "data": lambda s, b: got.__setitem__(0, got[0] + len(b))})
+    b = bunsock.connect(hostname="127.0.0.1", port=sink.port, loop=loop,
+                        send_buffer_size=16 << 10,
+                        socket={"data": lambda s, buf: None, "drain": drains.append})
+    run_until(loop, lambda: "c" in st and b.ready_state == "open")
+
+    def a_open(a):
+        st["a"] = a
+        a.pipe(b, high_water_mark=64 << 10, splice=splice_opt(mode))
+
+    src = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         socket={"open": a_open, "data": lambda s, buf: None})
+    x = bunsock.connect(hostname="127.0.0.1", port=src.port, loop=loop,
+                        socket={"data": lambda s, buf: None})
+    run_until(loop, lambda: "a" in st and x.ready_state == "open")
+    x.write(b"z" * (4 << 20))
+    # the relay fills b up to its mark and holds the source: b is backed up
+    run_until(loop, lambda: b.buffered_amount > 0 and x.buffered_amount > 0)
+    assert st["a"].unpipe() is b
+    relayed = st["a"].bytes_read
+    st["c"].resume()
+    run_until(loop, lambda: got[0] >= relayed and b.buffered_amount == 0)
+    loop.run_once(0.05)
+    assert got[0] == relayed
+    assert drains == []
+    for s in (x, b, st["a"], st["c"]):
+        s.close()
+    sink.stop(True)
+    src.stop(True)
+    run(loop)

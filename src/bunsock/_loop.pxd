@@ -36,6 +36,7 @@ cdef enum:
     F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
     F_READ_FIRED = 1 << 21  # idle_timeout_mode="read": `timeout` fired and nothing read since
     F_FRAMED = 1 << 22      # ext.frames is this socket's framing state (_framing.pxi)
+    F_CLOSE_AFTER = 1 << 23 # `with` left while connecting: close once the writes and the FIN are out
 
 cdef enum:
     BT_BYTES = 0
@@ -153,6 +154,7 @@ cdef class Listener(_Handle):
     cdef Py_ssize_t _connections
     cdef Socket head              # accepted sockets still open (intrusive list)
     cdef bint refed, stopped
+    cdef bint own_nodelay         # its sockopts chose TCP_NODELAY: accepted sockets keep it
     cdef Timer backoff
     cdef Py_ssize_t max_conns     # max_connections (0: no limit)
     cdef bint full                # at max_conns: not accepting until a socket closes
@@ -231,11 +233,18 @@ cdef class _SocketBase(_Handle):
 cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _pending(self)
     cdef Py_ssize_t _tls_held(self)
+    cdef Py_ssize_t _held(self)
     cdef Py_ssize_t _backlog(self)
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n)
+    cdef bint _wants_writable(self)
     cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1
     cdef int _settle(self) except -1
+    cdef int _owe_drain(self) except -1
+    cdef int _backlog_grew(self) except -1
+    cdef int _pipe_ended(self) except -1
+    cdef int _drop_pending(self) except -1
+    cdef int _on_writable(self) except -1
     cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2
     cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2
@@ -249,7 +258,6 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_readable(self) except -1
     cdef int _deliver(self, Py_ssize_t n) except -1
     cdef int _on_eof(self) except -1
-    cdef int _on_writable(self) except -1
     cdef int _on_timer(self) except -1
     cdef int _arm_idle(self) except -1
     cdef int _on_connected(self) except -1

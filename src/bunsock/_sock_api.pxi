@@ -85,9 +85,7 @@ cdef class Socket(_SocketReader):
         if not read:
             # Nothing buffered can be sent after our FIN; no `drain` is owed for dropped bytes.
             self.flags |= F_SHUT_WR | F_ENDING
-            self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)
-            bs_sink_free(&self.sink)
-            self.cork_obj = None
+            self._drop_pending()
             if self.flags & F_EOF:
                 self._close(None)
             else:
@@ -104,9 +102,7 @@ cdef class Socket(_SocketReader):
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
         _check_thread(self.loop)
-        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and (
-                self._pending() or ((self.flags & F_TLS) and
-                                    (<_TlsHook>self.ext.tls).corked_len())):
+        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and self._held():
             # Only corked bytes are pending (no send refused them): without the cork they would
             # already be in the kernel, so `write(resp); close()` in a handler must still send
             # them. One non-blocking attempt; whatever the kernel refuses is dropped as documented.
@@ -126,8 +122,8 @@ cdef class Socket(_SocketReader):
     def flush(self):
         """Try to push buffered bytes to the kernel now."""
         _check_thread(self.loop)
-        if self.state == ST_OPEN and self._pending():
-            self._flush()
+        if self.state == ST_OPEN and self._held():
+            self._flush()      # (TLS: the plaintext a handler corked is sealed and sent too)
 
     def cork(self):
         """Context manager: writes inside it go out together, in one send, when it exits."""
@@ -183,7 +179,11 @@ cdef class Socket(_SocketReader):
         sockets. Raises OSError if the kernel refuses."""
         _check_thread(self.loop)
         cdef int r
-        if self.state == ST_OPEN and not (self.flags & F_UNIX):
+        if self.state == ST_CONNECTING and not (self.flags & F_UNIX):
+            # Kept with the connect's options: applied to each attempt, and not overwritten
+            # by the default when the connection opens.
+            self._setopts(((IPPROTO_TCP, TCP_NODELAY, _opt_value(1 if on else 0)),))
+        elif self.state == ST_OPEN and not (self.flags & F_UNIX):
             r = bs_set_nodelay(self.fd, on)
             if r < 0:
                 _raise_errno(-r)
@@ -329,6 +329,7 @@ cdef class Socket(_SocketReader):
 
     @proxy_header.setter
     def proxy_header(self, value):
+        _check_thread(self.loop)
         self._get_ext().proxy_header = value
 
     @property
@@ -582,7 +583,14 @@ cdef class Socket(_SocketReader):
         return self
 
     def __exit__(self, t, v, tb):
-        """Leaving a `with sock:` block closes the socket (buffered bytes as close() does)."""
+        """Leaving a `with sock:` block closes the socket (buffered bytes as close() does).
+        A socket still connecting with writes made in the block keeps them: it ends (FIN after
+        them) once connected, then closes."""
+        _check_thread(self.loop)
+        if self.state == ST_CONNECTING and self._held():
+            self.flags |= F_CLOSE_AFTER
+            self._end()
+            return False
         self.close()
         return False
 

@@ -1,4 +1,5 @@
-# Socket events: readiness from the poller (read, EOF, writable), the idle timer, connecting.
+# Socket events: readiness from the poller (read, EOF; writable goes to the write room), the idle
+# timer, connecting.
 
 
 cdef class _SocketReader(_SocketWriter):
@@ -14,7 +15,7 @@ cdef class _SocketReader(_SocketWriter):
             if self.fd < 0 or self.state == ST_CLOSED:
                 return 0
         if handled & BS_WRITABLE:
-            _SocketReader._on_writable(self)
+            _SocketWriter._on_writable(self)      # the write room's (_sock_write.pxi)
         elif (ev & BS_HANGUP) and not (handled & BS_READABLE):
             # A hang-up on a paused socket with nothing to write: level-triggered HUP would be
             # reported on every wait, so step out of the poller until resume() or a write.
@@ -34,8 +35,7 @@ cdef class _SocketReader(_SocketWriter):
             loop.n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                self.last_active = self.last_read = <uint32_t>loop.now
-                self.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
+                _touch(self, True)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
@@ -110,31 +110,6 @@ cdef class _SocketReader(_SocketWriter):
             self._end()
         return 0
 
-    cdef int _on_writable(self) except -1:
-        if self.flags & F_PIPE_DST:
-            return _relay_writable(<Socket>self)
-        if self._pending():
-            self._flush()
-            if self.state != ST_OPEN:
-                return 0
-            if self._pending():
-                # low_water_mark: `drain` fires once the backlog is down to it (once per
-                # episode), so a writer can refill before the kernel runs dry.
-                if ((self.flags & (F_DRAIN_OWED | F_LWM_FIRED)) == F_DRAIN_OWED
-                        and self._backlog() <= self.ctx.lwm):
-                    self.flags |= F_LWM_FIRED
-                    self._drained()
-                return 0
-        # Nothing pending: writable interest is no longer needed, and an owed drain is due,
-        # unless TLS still holds plaintext for its handshake (the drain comes after it).
-        self._set_mask(self.mask & ~BS_WRITABLE)
-        if self.state == ST_OPEN and (self.flags & F_DRAIN_OWED) and self._tls_held() == 0:
-            if self.flags & F_LWM_FIRED:
-                self.flags &= ~(F_DRAIN_OWED | F_LWM_FIRED)    # this episode's drain was had
-            else:
-                self._drained()
-        return 0
-
     cdef int _on_timer(self) except -1:
         cdef Loop loop = self.loop
         cdef uint32_t idle
@@ -175,9 +150,8 @@ cdef class _SocketReader(_SocketWriter):
         if self.timeout_ms == 0:
             bs_wheel_cancel(&loop.wheel, &self.t)
             return 0
-        self.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
         loop._arm(&self.t, self.timeout_ms / 1000.0)
-        self.last_active = self.last_read = <uint32_t>loop.now
+        _touch(self, True)
         return 0
 
     # -- connecting --
@@ -249,7 +223,7 @@ cdef class _SocketReader(_SocketWriter):
             self._try_connect()
             return 0
         self.state = ST_OPEN
-        if not (self.flags & F_UNIX):
+        if not (self.flags & F_UNIX) and not _sets_nodelay(self.ext.sockopts):
             bs_set_nodelay(self.fd, 1)
         # pause() while connecting holds: no read interest until resume().
         self._set_mask(0 if self.flags & F_PAUSED else BS_READABLE)
