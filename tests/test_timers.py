@@ -804,3 +804,20 @@ def test_a_loop_that_failed_to_build_is_not_counted():
             bunsock.Loop(read_buffer_size=100)
     gc.collect()
     assert debug_counts()["loops"] == before
+
+
+def test_run_once_returns_for_queued_callbacks_and_due_timers(loop):
+    """run_once(timeout) waits for events only until there is other work: a queued call_soon
+    runs at once, a timer due before the timeout fires inside that same call."""
+    ran = []
+    loop.call_soon(ran.append, "soon")
+    t0 = time.monotonic()
+    loop.run_once(30)
+    assert ran == ["soon"]
+    assert time.monotonic() - t0 < 10          # not the 30 s timeout (slack for a loaded machine)
+    loop.call_later(0.05, ran.append, "timer")
+    t0 = time.monotonic()
+    while "timer" not in ran and time.monotonic() - t0 < 10:
+        loop.run_once(30)
+    assert ran == ["soon", "timer"]
+    assert time.monotonic() - t0 < 10

@@ -137,6 +137,7 @@ cdef class Loop:
     cdef Timer _soon(self, fn, tuple args)
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1
+    cdef int64_t _due(self)
     cdef int64_t _timeout(self)
     cdef int _iterate(self, int timeout) except -1
     cdef int _begin(self) except -1

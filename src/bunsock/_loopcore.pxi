@@ -319,13 +319,12 @@ cdef class Loop:
 
     # -- running --
 
-    cdef int64_t _timeout(self):
-        """How long the poller may sleep: -2 when nothing keeps the loop going."""
+    cdef int64_t _due(self):
+        """Milliseconds until the loop has work that no event brings: 0 with callbacks queued,
+        the next timer's deadline (unref'd timers too), or -1 when only an event can."""
         cdef int64_t timeout
         if self.nready:
             return 0
-        if self.refs <= 0:
-            return -2
         if self.wheel.count:
             # The batch and the callbacks before this may have run long: measure from now, or
             # every timer would fire late by that much.
@@ -333,6 +332,12 @@ cdef class Loop:
             timeout = bs_wheel_timeout(&self.wheel, self.now)
             return MAX_WAIT_MS if timeout > MAX_WAIT_MS else timeout
         return -1
+
+    cdef int64_t _timeout(self):
+        """How long run()'s poller may sleep: -2 when nothing keeps the loop going."""
+        if self.refs <= 0 and not self.nready:
+            return -2
+        return self._due()
 
     cdef int _iterate(self, int timeout) except -1:
         """One poll, its events, then due timers and call_soon callbacks."""
@@ -415,13 +420,19 @@ cdef class Loop:
 
     def run_once(self, timeout=0):
         """One iteration: wait up to `timeout` seconds (None: until something happens) for
-        events, dispatch them, then run due timers and callbacks. For embedding the loop in
+        events, but no longer than until the next timer is due (not at all with callbacks
+        queued), dispatch them, then run due timers and callbacks. For embedding the loop in
         another one (bunsock.aio registers fileno() with asyncio and calls this). A timeout
         above MAX_WAIT (2**31 - 1 ms, about 24.8 days; inf included) waits that long. Raises
         ValueError for a negative or NaN timeout, TypeError for a non-number."""
         cdef int ms = -1 if timeout is None else _wait_ms(timeout)
+        cdef int64_t due
         self._begin()
         try:
+            # Queued callbacks and due timers are work too: the wait is only until the first.
+            due = self._due()
+            if due >= 0 and (ms < 0 or due < ms):
+                ms = <int>due
             self._iterate(ms)
         finally:
             self._end()
