@@ -44,7 +44,13 @@ def udp_socket(*, hostname=None, port=0, socket=None, data=None, binary_type="by
     """Bind a UDP socket (and connect it when connect={"hostname": ..., "port": ...}); returns
     the UdpSocket, bound on return. hostname=None binds every interface: "0.0.0.0", or "::"
     when connecting to an IPv6 address. Names are resolved synchronously. Raises TypeError /
-    ValueError for bad arguments, OSError (EADDRINUSE, ...) when the kernel refuses."""
+    ValueError for bad arguments, OSError (EADDRINUSE, ...) when the kernel refuses.
+
+    Handlers (socket=: methods of an object, or keys of a mapping; all optional):
+      data(sock, buf, port, address)   one datagram, whole, from address (text) and port
+      drain(sock)                 the kernel can take datagrams again after a refused send
+      error(sock, exc)            another handler raised, or an ICMP error arrived
+      close(sock, err)            once, on close() (err is None)"""
     port = _int_arg("port", port, 0, 65535)
     if binary_type not in BINARY_TYPES:
         raise ValueError("binary_type must be one of %s, not %r"
