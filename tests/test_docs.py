@@ -311,12 +311,13 @@ def test_doc_block(code, mark, tmp_path):
     try:
         r = block.start()
         if mark["kind"] == "run":
-            os.close(r)
             try:
                 rc = block.proc.wait(90)
             except subprocess.TimeoutExpired:
                 block.stop()
                 pytest.fail("the block did not finish in 90 s:\n" + block.text())
+            finally:
+                os.close(r)
             block.stop()
             assert rc == 0, "exit status %d:\n%s" % (rc, block.text())
             assert_clean(block)
