@@ -216,7 +216,7 @@ class Block:
         pre = None
         if self.listen_fd is not None:
             lfd = self.listen_fd.fileno()
-            fds.append(lfd)
+            fds += [lfd, 3]             # 3: kept open in the child after pre() made it the socket
 
             def pre():
                 os.dup2(lfd, 3)
