@@ -11,7 +11,8 @@ to test it (GitHub and the docs site show nothing of them):
     -->
 
 - `run` (the default, no comment needed): the block is a program that finishes by itself.
-  An `after:` section is appended to it (hidden asserts).
+  An `after:` section is appended to it (hidden asserts); a `before:` section is prepended
+  (the setup a fragment inside prose assumes: imports, the names it uses).
 - `server`: the block serves until it is stopped. Once it calls run()/serve()/aio.listen(), the
   `client:` section runs in this process (helpers: port(n), conn(n), roundtrip(n, payload),
   udp_roundtrip(n, payload), output()), then the block is stopped with SIGTERM; a handler
@@ -92,7 +93,7 @@ def parse_mark(head, body, path, line):
         mark["opts"].setdefault(k, []).append(v)
     section = None
     for b in body:
-        s = re.match(r"^\s*(client|after):\s*$", b)
+        s = re.match(r"^\s*(client|before|after):\s*$", b)
         if s:
             section = s.group(1)
             mark["sections"][section] = []
@@ -201,7 +202,8 @@ class Block:
             self.listen_fd.listen(16)
             self.env["DOCS_SYSTEMD"] = "1"
         script = tmp_path / "block.py"
-        script.write_text(code + mark["sections"].get("after", ""))
+        script.write_text(mark["sections"].get("before", "") + code
+                          + mark["sections"].get("after", ""))
         self.script = script
         self.out = []
 

@@ -216,7 +216,7 @@ cdef class Socket(_SocketReader):
         (default 128 KiB) and restarts at `low_water_mark` (default a quarter of it); this
         socket's FIN becomes dest.end() after the relayed bytes; a reset or error on either side
         resets the other. splice=None picks the faster path measured for plain TCP (see
-        docs/API.md §12), True asks for splice(2) (Linux, plaintext both sides), False for the
+        docs/API.md §14), True asks for splice(2) (Linux, plaintext both sides), False for the
         buffered path. Returns `dest`. Raises TypeError for a non-Socket, ValueError for a
         closed socket, itself, a socket already piped, bad marks, or splice=True with TLS."""
         return _pipe(self, dest, high_water_mark, low_water_mark, splice)
