@@ -15,8 +15,8 @@ to test it (GitHub and the docs site show nothing of them):
   (the setup a fragment inside prose assumes: imports, the names it uses).
 - `server`: the block serves until it is stopped. Once it calls run()/serve()/aio.listen(), the
   `client:` section runs in this process (helpers: port(n), conn(n), roundtrip(n, payload),
-  udp_roundtrip(n, payload), output()), then the block is stopped with SIGTERM; a handler
-  exception it reported fails the test too. Several comments after one block: one run each.
+  udp_roundtrip(n, payload), printed(text), output()), then the block is stopped with
+  SIGTERM; a handler exception it reported fails the test too. Several comments after one block: one run each.
 - Options: `upstream=H:P` puts a loopback echo server where the block connects to H:P;
   `down=H:P` a closed port; `certs` writes cert.pem/key.pem/ca.pem (trustme) into the block's
   working directory; `systemd` hands the block a listening socket as fd 3 with LISTEN_FDS/
@@ -296,8 +296,17 @@ def client_namespace(block):
             u.sendto(payload, ("127.0.0.1", block.ports[n]))
             return u.recvfrom(65536)[0]
 
+    def printed(text, timeout=10.0):
+        """Whether the block printed `text` (waits for it: its output arrives by a thread)."""
+        deadline = time.monotonic() + timeout
+        while text not in block.text("out"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     return {"port": port, "conn": conn, "recv_exactly": recv_exactly, "roundtrip": roundtrip,
-            "udp_roundtrip": udp_roundtrip, "output": lambda: block.text("out"),
+            "udp_roundtrip": udp_roundtrip, "printed": printed, "output": lambda: block.text("out"),
             "socket": socket, "time": time, "os": os}
 
 
@@ -333,6 +342,10 @@ def test_doc_block(code, mark, tmp_path):
         try:
             exec(compile(mark["sections"].get("client", "pass\n"), "<client>", "exec"),
                  client_namespace(block))
+        except (AssertionError, OSError) as e:
+            block.stop()
+            raise AssertionError("%s: %s\n--- the block's output:\n%s"
+                                 % (type(e).__name__, e, block.text())) from e
         finally:
             alive = block.proc.poll() is None
             block.stop()
