@@ -40,7 +40,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PRELUDE = Path(__file__).resolve().parent / "docs_prelude.py"
-DOC_FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+# Absent when the suite runs from a copy of tests/ against an installed wheel (check-dist.sh).
+DOC_FILES = [p for p in [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+             if p.is_file() and "_build" not in p.parts]
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 MARK = re.compile(r"^\s*<!--\s*test:(.*?)(-->)?\s*$")
 
@@ -119,6 +121,14 @@ def cases():
                 yield pytest.param(code, mark, id="%s:%d%s" % (rel, line, "#%d" % n if n else ""))
 
 
+def same_bunsock_path():
+    """PYTHONPATH for a subprocess that imports the bunsock this test imported (the in-place
+    build under src/, or the installed one when the suite runs against an install)."""
+    import bunsock
+    here = str(Path(bunsock.__file__).resolve().parents[1])
+    return os.pathsep.join([here] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -184,10 +194,7 @@ class Block:
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(self.ports[8080]),
                         DOCS_PORTS=",".join("%d=%d" % kv for kv in self.ports.items()),
                         DOCS_CONNECT=",".join("%s=%s" % kv for kv in connect.items()))
-        src = Path(__file__).resolve().parents[1] / "src"
-        if (src / "bunsock").is_dir():
-            self.env["PYTHONPATH"] = os.pathsep.join(
-                [str(src)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        self.env["PYTHONPATH"] = same_bunsock_path()
         if "certs" in mark["opts"]:
             trustme = pytest.importorskip("trustme")
             ca = trustme.CA()
@@ -383,9 +390,7 @@ def test_readme_first_example_is_bounded_against_a_client_that_never_reads(tmp_p
     script.write_text(first)
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))
-    src = ROOT / "src"
-    if (src / "bunsock").is_dir():
-        env["PYTHONPATH"] = os.pathsep.join([str(src)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONPATH"] = same_bunsock_path()
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
