@@ -456,3 +456,35 @@ def test_readme_first_example_is_bounded_against_a_client_that_never_reads(tmp_p
         proc.stdout.close()
         proc.stderr.close()
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_every_public_property_has_a_docstring():
+    """help(bunsock.Socket) and the site's reference describe every property, not only methods."""
+    import inspect
+    import bunsock
+    missing = []
+    for name in bunsock.__all__:
+        cls = getattr(bunsock, name)
+        if not inspect.isclass(cls):
+            continue
+        for attr, member in vars(cls).items():
+            if attr.startswith("_") or not inspect.isdatadescriptor(member):
+                continue
+            doc = member.__doc__ or ""
+            if not doc.strip() or doc == type(member).__doc__:
+                missing.append("%s.%s" % (name, attr))
+    assert not missing, "properties without a docstring: %s" % ", ".join(missing)
+
+
+@pytest.mark.parametrize("fn, handlers", [
+    ("listen", ["open(sock)", "data(sock, buf)", "drain(sock)", "end(sock)", "close(sock, err)",
+                "error(sock, exc)", "timeout(sock)", "handshake(sock, success, auth_error)"]),
+    ("connect", ["connect_error(sock, exc)"]),
+    ("udp_socket", ["data(sock, buf, port, address)", "drain(sock)", "error(sock, exc)",
+                    "close(sock, err)"]),
+])
+def test_help_shows_handler_signatures(fn, handlers):
+    import bunsock
+    doc = getattr(bunsock, fn).__doc__
+    for h in handlers:
+        assert h in doc, "help(bunsock.%s) does not show %s" % (fn, h)
