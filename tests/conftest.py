@@ -1,11 +1,14 @@
 """Shared fixtures: a private loop per test, bounded runs, and leak checks on fds."""
 import gc
 import os
+import sys
+import time
+import traceback
 
 import pytest
 
 import bunsock
-from bunsock._loop import debug_counts
+from bunsock._loop import _observe_handler_exceptions, debug_counts
 
 
 def _fd_dir():
@@ -64,6 +67,102 @@ def run(loop, seconds=10.0):
     assert not fired, "loop still busy after %.1f s (test bound hit)" % seconds
 
 
+def run_until(loop, predicate, timeout=10.0, what=None):
+    """Run `loop` until `predicate()` is true; fail the test if it is not within `timeout` seconds.
+    "Everything has arrived" is a condition to wait for, not a sleep: on a loaded machine (or
+    under AddressSanitizer) a fixed delay passes or fails by luck."""
+    if predicate():
+        return
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        loop.run_once(min(0.05, left))
+    if not predicate():
+        pytest.fail("condition %s not met within %.1f s" % (what or getattr(predicate, "__name__", "?"),
+                                                           timeout))
+
+
+# -- Handler failures fail their test ------------------------------------------------------------
+# The loop routes a handler's exception to the table's `error` handler, or to sys.unraisablehook;
+# either way the test body never sees it. uvloop's test base fails a test whenever its loop
+# reported an exception; this does the same: every exception a handler, timer or callback raised,
+# and everything sent to sys.unraisablehook, fails the test at teardown, unless the test takes
+# `expected_errors` (and then asserts on what it expected).
+
+def _describe(exc, where):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "in %r:\n%s" % (where, tb)
+
+
+def _take_report(item):
+    """The failure text for what handlers raised so far in `item` (None if nothing, or if the
+    test expects it), and forget them: their tracebacks hold the test's frames (its loop,
+    sockets, listeners), which must be freed before the leak checks count."""
+    seen = getattr(item, "_bs_handler_errors", None)
+    if not seen:
+        return None
+    report = None
+    if not item._bs_errors_expected:
+        report = "%d exception(s) raised inside handlers or callbacks (take the expected_errors " \
+                 "fixture if the test provokes them):\n%s" % (
+                     len(seen), "\n".join(_describe(e, w) for e, w in seen))
+    seen.clear()
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    # Checked right after the test body, before fixtures are torn down (no_leaks counts then).
+    try:
+        result = yield
+    except BaseException as e:
+        report = _take_report(item)
+        if report is not None and hasattr(e, "add_note"):
+            e.add_note(report)
+        raise
+    report = _take_report(item)
+    if report is not None:
+        pytest.fail(report, pytrace=False)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_handler_errors(request):
+    item = request.node
+    seen = item._bs_handler_errors = []
+    item._bs_errors_expected = False
+    old_observer = _observe_handler_exceptions(lambda exc, where: seen.append((exc, where)))
+    old_hook = sys.unraisablehook
+
+    def hook(u):
+        # A handler's exception routed here was already seen by the observer: count it once.
+        if not any(e is u.exc_value for e, _ in seen):
+            seen.append((u.exc_value, u.object))
+
+    sys.unraisablehook = hook
+    try:
+        yield seen
+        gc.collect()       # an object whose __del__ reports must report inside this test
+    finally:
+        sys.unraisablehook = old_hook
+        _observe_handler_exceptions(old_observer)
+    # What handlers raised while the other fixtures were torn down (loop.close() closing sockets).
+    report = _take_report(item)
+    del item._bs_handler_errors
+    if report is not None:
+        pytest.fail(report, pytrace=False)
+
+
+@pytest.fixture
+def expected_errors(request, _fail_on_handler_errors):
+    """The (exception, where) pairs handlers raised or the loop reported as unraisable: a test that
+    provokes them takes this fixture and asserts on them."""
+    request.node._bs_errors_expected = True
+    return _fail_on_handler_errors
+
+
 @pytest.fixture
 def loop():
     lp = bunsock.Loop()
@@ -87,8 +186,8 @@ def no_leaks(loop):
 
 @pytest.fixture
 def unraisable(monkeypatch):
-    """Collects what the loop reports through sys.unraisablehook."""
-    import sys
+    """Collects what the loop reports through sys.unraisablehook, for a test to assert on (an
+    exception a handler raised still fails the test unless it takes expected_errors)."""
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u))
     return seen

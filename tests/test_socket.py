@@ -11,7 +11,7 @@ import pytest
 
 import bunsock
 from bunsock._loop import debug_counts
-from conftest import open_fds, run, shrink_sndbuf
+from conftest import open_fds, run, run_until, shrink_sndbuf
 
 
 class Echo:
@@ -184,7 +184,7 @@ def test_buffered_amount_rises_and_falls(loop, no_leaks):
 def test_data_handler_closes_another_socket_in_same_batch(loop, no_leaks):
     """Both sockets become readable in one poll; the first handler closes the second. The
     second's pending event must be dropped, not dispatched to a closed socket."""
-    socks, data_calls, closes = [], [], []
+    socks, data_calls, closes, polls = [], [], [], {}
 
     class Server:
         def open(self, sock):
@@ -192,6 +192,7 @@ def test_data_handler_closes_another_socket_in_same_batch(loop, no_leaks):
 
         def data(self, sock, buf):
             data_calls.append(sock)
+            polls["data"] = loop.stats()["polls"]
             for other in socks:
                 if other is not sock:
                     other.close()
@@ -206,10 +207,10 @@ def test_data_handler_closes_another_socket_in_same_batch(loop, no_leaks):
     b = socket.create_connection(("127.0.0.1", srv.port))
 
     def send_both():
+        # Loopback delivers inside send(): both are readable before the loop polls again.
         a.sendall(b"1")
         b.sendall(b"2")
-        time.sleep(0.05)  # both readable before the loop polls again
-        loop.call_soon_threadsafe(lambda: None)
+        polls["sent"] = loop.stats()["polls"]
 
     def after_accept():
         if len(socks) == 2:
@@ -223,10 +224,14 @@ def test_data_handler_closes_another_socket_in_same_batch(loop, no_leaks):
         for s in list(socks):
             s.close()
 
-    loop.call_later(1.0, finish)
+    run_until(loop, lambda: "data" in polls)
+    loop.run_once(0.05)          # anything else readable would have been dispatched by now
+    finish()
     run(loop)
     a.close()
     b.close()
+    # The first poll after both sends returned the data: both sockets were in that batch.
+    assert polls["data"] == polls["sent"] + 1, polls
     assert len(data_calls) == 1, "data fired for a socket closed earlier in the batch"
     assert len(closes) == 2
 
@@ -262,7 +267,7 @@ class Boom(Exception):
 
 
 @pytest.mark.parametrize("where", ["open", "data", "drain", "end", "close"])
-def test_handler_exceptions_go_to_error_and_loop_survives(loop, no_leaks, where):
+def test_handler_exceptions_go_to_error_and_loop_survives(loop, no_leaks, where, expected_errors):
     errors, events = [], []
 
     class Server:
@@ -337,9 +342,11 @@ def test_handler_exceptions_go_to_error_and_loop_survives(loop, no_leaks, where)
     assert events.count("close") == 1
     if where == "open":
         assert "data" not in events            # the socket was closed after `open` raised
+    assert [(type(e), str(e)) for e, _ in expected_errors] == [(Boom, where)]
 
 
-def test_without_error_handler_exception_goes_to_unraisablehook(loop, no_leaks, unraisable):
+def test_without_error_handler_exception_goes_to_unraisablehook(loop, no_leaks, unraisable,
+                                                                expected_errors):
     class Server:
         def data(self, sock, buf):
             sock.write(b"before")
@@ -361,6 +368,7 @@ def test_without_error_handler_exception_goes_to_unraisablehook(loop, no_leaks, 
     run(loop)
     assert got == [b"before"], "bytes written before the handler raised must be delivered"
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, Boom)
+    assert [type(e) for e, _ in expected_errors] == [Boom]
     unraisable.clear()   # the report holds the socket and the traceback's frames
 
 

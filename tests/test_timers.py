@@ -194,7 +194,7 @@ def test_no_timeout_handler_closes_with_timeout_error(loop):
     assert client.closes == [None]        # the peer saw an orderly close
 
 
-def test_timeout_handler_exception_goes_to_error_and_socket_stays_open(loop):
+def test_timeout_handler_exception_goes_to_error_and_socket_stays_open(loop, expected_errors):
     seen = []
 
     class H:
@@ -219,6 +219,7 @@ def test_timeout_handler_exception_goes_to_error_and_socket_stays_open(loop):
     bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
     run(loop, 5)
     assert seen == [(RuntimeError, "open"), ("close", None)]
+    assert [str(e) for e, _ in expected_errors] == ["boom"]
 
 
 def test_connect_timeout_becomes_idle_timeout(loop):
@@ -420,7 +421,7 @@ def test_unref_timer_lets_run_return(loop):
     slow.cancel()
 
 
-def test_timer_exceptions_are_reported_and_loop_continues(loop, unraisable):
+def test_timer_exceptions_are_reported_and_loop_continues(loop, unraisable, expected_errors):
     calls = []
 
     def bad():
@@ -429,17 +430,18 @@ def test_timer_exceptions_are_reported_and_loop_continues(loop, unraisable):
 
     def bad_every():
         calls.append("bad_every")
+        if calls.count("bad_every") == 4:
+            t.cancel()
+            loop.call_later(0.02, calls.append, "still running")
         raise KeyError("again")
 
     loop.call_soon(bad)
     t = loop.call_every(0.02, bad_every)
-    loop.call_later(0.15, t.cancel)
-    loop.call_later(0.2, calls.append, "still running")
-    run(loop, 5)
-    assert calls[0] == "bad" and calls[-1] == "still running"
-    assert calls.count("bad_every") >= 4
+    run(loop, 10)
+    assert calls == ["bad"] + ["bad_every"] * 4 + ["still running"]
     kinds = [type(u.exc_value) for u in unraisable]
-    assert kinds[0] is ValueError and kinds.count(KeyError) == calls.count("bad_every")
+    assert kinds == [ValueError] + [KeyError] * 4
+    assert [type(e) for e, _ in expected_errors] == kinds
 
 
 def test_writes_in_timer_callbacks_are_corked(loop):
@@ -531,14 +533,15 @@ def _raise_nofile(need):
 def test_thousands_of_idle_timeouts_all_fire(loop):
     n = 3000
     old = _raise_nofile(2 * n + 200)
-    opened = {}
+    opened = {}          # server socket -> its peer's port
+    called = {}          # client's local port -> when the test called connect() for it
     fired = {}
     closed = []
     clients_closed = []
 
     class Server:
         def open(self, sock):
-            opened[sock] = time.monotonic()
+            opened[sock] = sock.remote_port
 
         def data(self, sock, buf):
             pass
@@ -554,6 +557,9 @@ def test_thousands_of_idle_timeouts_all_fire(loop):
                 srv.stop()
 
     class Client:
+        def open(self, sock):
+            called[sock.local_port] = sock.data
+
         def data(self, sock, buf):
             pass
 
@@ -568,7 +574,8 @@ def test_thousands_of_idle_timeouts_all_fire(loop):
             for _ in range(250):
                 if len(started) < n:
                     started.append(bunsock.connect(hostname=HOST, port=srv.port,
-                                                   socket=Client(), loop=loop))
+                                                   socket=Client(), loop=loop,
+                                                   data=time.monotonic()))
             if len(started) >= n:
                 batcher.cancel()
 
@@ -577,9 +584,12 @@ def test_thousands_of_idle_timeouts_all_fire(loop):
         assert len(opened) == n and len(fired) == n
         assert closed == [None] * n
         assert len(clients_closed) == n
-        delays = sorted(fired[s] - opened[s] for s in opened)
-        assert delays[0] >= 0.48
-        assert delays[-1] <= 0.5 + 1.5, delays[-1]       # a noisy machine, 3000 handlers
+        # The server arms the timeout at accept, which comes after the client's connect() call:
+        # measured from that call, no timeout may fire before the 0.5 s (less the wheel's tick).
+        # (Measured from `open`, which a loaded machine runs tens of ms after the accept, it can.)
+        delays = sorted(fired[s] - called[opened[s]] for s in opened)
+        assert delays[0] >= 0.48, delays[:5]
+        assert delays[-1] <= 0.5 + 5.0, delays[-1]       # a loaded machine or ASan, 3000 handlers
     finally:
         srv.stop(True)
         for c in started:
@@ -687,6 +697,7 @@ def test_idle_timeout_counts_from_the_io_not_from_the_batch_start(loop):
 
         def data(self, sock, buf):
             seen[sock.data]["io"] = time.monotonic()     # the read happened just before
+            seen[sock.data]["poll"] = loop.stats()["polls"]
             if sock.data == 0:
                 time.sleep(0.4)
 
@@ -704,10 +715,11 @@ def test_idle_timeout_counts_from_the_io_not_from_the_batch_start(loop):
     while len(seen) < 2:
         loop.run_once(0.05)
     a.sendall(b"x")
-    b.sendall(b"y")
-    time.sleep(0.05)                       # both readable in the same poll
+    b.sendall(b"y")                        # loopback: both readable before the next poll
+    sent = loop.stats()["polls"]
     run(loop, 10)
     a.close()
     b.close()
+    assert [v["poll"] for v in seen.values()] == [sent + 1] * 2, "not one batch: %r" % seen
     for v in seen.values():
         assert v["fired"] - v["io"] >= 0.95, seen

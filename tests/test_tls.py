@@ -583,7 +583,7 @@ def test_corrupt_record_after_handshake_reports_error_and_closes(loop, sctx, cct
     assert isinstance(seen[0][1], ssl.SSLError) and seen[1][1] is seen[0][1]
 
 
-def test_handshake_handler_raising_reports_and_closes(loop, sctx, cctx):
+def test_handshake_handler_raising_reports_and_closes(loop, sctx, cctx, expected_errors):
     seen = []
 
     class Cli:
@@ -604,6 +604,7 @@ def test_handshake_handler_raising_reports_and_closes(loop, sctx, cctx):
     bunsock.connect(hostname="127.0.0.1", port=srv.port, socket=Cli(), tls=cctx, loop=loop)
     run(loop)
     assert seen == [("error", RuntimeError), ("close", None)]
+    assert [str(e) for e, _ in expected_errors] == ["boom"]
 
 
 def test_write_then_close_in_handler_sends_reply(loop, sctx, cctx):

@@ -11,7 +11,7 @@ import pytest
 
 import bunsock
 from bunsock import _loop
-from conftest import run
+from conftest import run, run_until
 
 HAS_V6 = socket.has_ipv6
 try:
@@ -310,7 +310,7 @@ def test_errors_are_clear(loop, no_leaks):
         bunsock.udp_socket(port=-1, loop=loop)
 
 
-def test_handler_errors_are_contained(loop, no_leaks, unraisable):
+def test_handler_errors_are_contained(loop, no_leaks, unraisable, expected_errors):
     errors, got = [], []
 
     def data(sock, buf, port, address):
@@ -326,11 +326,14 @@ def test_handler_errors_are_contained(loop, no_leaks, unraisable):
     for dest in (server, quiet):
         client.send(b"boom", dest.port, "127.0.0.1")
         client.send(b"after", dest.port, "127.0.0.1")
-    loop.call_later(0.3, lambda: [s.close() for s in (server, quiet, client)])
+    run_until(loop, lambda: got.count(b"after") == 2 and len(unraisable) == 1)
+    for s in (server, quiet, client):
+        s.close()
     run(loop)
     assert got.count(b"boom") == 2 and got.count(b"after") == 2
     assert [type(e) for e in errors] == [RuntimeError]
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, RuntimeError)
+    assert [type(e) for e, _ in expected_errors] == [RuntimeError, RuntimeError]
     errors.clear()
     unraisable.clear()   # the reports hold the socket and the traceback's frames
 
@@ -452,9 +455,12 @@ def test_close_inside_a_batch_drops_the_rest(loop, no_leaks):
     c = bunsock.udp_socket(hostname="127.0.0.1", loop=loop)
     c.send_many([(b"%d" % i, u.port, "127.0.0.1") for i in range(10)])
     c.unref()
+    before = loop.stats()["recvs"]
     run(loop)
     c.close()
     assert got == [b"0"]
+    # All ten were taken in one recvmmsg (one batch); the close dropped the other nine.
+    assert loop.stats()["recvs"] - before == 1
 
 
 def test_socket_options_and_multicast_on_loopback(loop, no_leaks):

@@ -42,6 +42,7 @@ class WriteModel(RuleBasedStateMachine):
         self.owed = False
         self.drains = 0
         self.closes = []
+        self.handler_failures = []
         self.sock = None
         self.ended = self.closed = False
         model = self
@@ -61,6 +62,11 @@ class WriteModel(RuleBasedStateMachine):
 
             def close(self, s, err):
                 model.closes.append(err)
+
+            def error(self, s, exc):
+                # A failed assert in `drain` lands here; the invariant below raises it inside the
+                # step, so Hypothesis sees the failure and shrinks it.
+                model.handler_failures.append(exc)
 
         self.srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=H(), loop=self.loop,
                                   high_water_mark=hwm)
@@ -192,6 +198,11 @@ class WriteModel(RuleBasedStateMachine):
         self.sock.close()
         self.closed = True
         self.dropped_backlog = backlog > 0
+
+    @invariant()
+    def handlers_did_not_fail(self):
+        if getattr(self, "handler_failures", None):
+            raise self.handler_failures[0]
 
     @invariant()
     def received_is_a_prefix_of_accepted(self):

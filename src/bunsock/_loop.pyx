@@ -146,6 +146,33 @@ cdef void _unraisable(object exc, object where) noexcept:
     PyErr_WriteUnraisable(where)
 
 
+# A test suite's window on handler failures: every Exception a handler or callback raised is shown
+# to this function before the error policy routes it (to `error`, or to sys.unraisablehook), so a
+# test can fail when an assert inside a handler did, whatever the handler table does with it.
+cdef object _exc_observer = None
+
+
+def _observe_handler_exceptions(fn):
+    """Call fn(exc, where) for every Exception a handler, timer or call_soon callback raises,
+    before it is routed; None stops. Returns the previous observer. For test suites: the loop
+    itself never depends on it."""
+    global _exc_observer
+    if fn is not None and not callable(fn):
+        raise TypeError("observer must be callable or None, not %s" % type(fn).__name__)
+    old = _exc_observer
+    _exc_observer = fn
+    return old
+
+
+cdef void _observe(object exc, object where) noexcept:
+    if _exc_observer is None:
+        return
+    try:
+        _exc_observer(exc, where)
+    except BaseException as e:
+        _unraisable(e, _exc_observer)
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Who may touch a loop: its own thread while it runs, and never a process forked from its creator
@@ -237,6 +264,8 @@ cdef inline int _call_handler(Loop loop, object h, object owner, object on_error
             h(owner, a, b, c)
     except Exception as e:
         failed = 1
+        if _exc_observer is not None:
+            _observe(e, h)
         if loop.pid != _pid:
             pass          # a forked child: the finally clause leaves the parent's loop
         elif on_error is not None and on_error is not h:
@@ -256,6 +285,8 @@ cdef int call_callback(Loop loop, object fn, tuple args) except -1:
         fn(*args)
     except Exception as e:
         if loop.pid == _pid:
+            if _exc_observer is not None:
+                _observe(e, fn)
             _unraisable(e, fn)
     finally:
         _leave_callback(loop)
