@@ -370,6 +370,11 @@ def test_every_python_block_in_the_docs_is_collected():
     assert any("guide" in p.id for p in found)
 
 
+# Under AddressSanitizer (scripts/asan-tests.sh) shadow memory and the quarantine make RSS
+# meaningless; the pause (the sender stalls) and the bytes are still checked there.
+ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
 def rss_peak_mib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -419,7 +424,8 @@ def test_readme_first_example_is_bounded_against_a_client_that_never_reads(tmp_p
         assert sender.is_alive() and state["sent"] < total * len(chunk) // 2, (
             "the client sent %d bytes without reading: the server never paused" % state["sent"])
         peak = rss_peak_mib(proc.pid)
-        assert peak < 64, "server RSS peaked at %.1f MiB with a client that never reads" % peak
+        assert ASAN or peak < 64, (
+            "server RSS peaked at %.1f MiB with a client that never reads" % peak)
         # Meanwhile a client that reads is served correctly.
         payload = os.urandom(3 << 20)
         with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
@@ -448,7 +454,7 @@ def test_readme_first_example_is_bounded_against_a_client_that_never_reads(tmp_p
         assert h.hexdigest() == want
         hog.close()
         peak = rss_peak_mib(proc.pid)
-        assert peak < 64, "server RSS peaked at %.1f MiB" % peak
+        assert ASAN or peak < 64, "server RSS peaked at %.1f MiB" % peak
     finally:
         proc.kill()
         proc.wait(10)
