@@ -494,3 +494,19 @@ def test_help_shows_handler_signatures(fn, handlers):
     doc = getattr(bunsock, fn).__doc__
     for h in handlers:
         assert h in doc, "help(bunsock.%s) does not show %s" % (fn, h)
+
+
+def test_every_connect_in_the_docs_handles_connect_error():
+    """A snippet that connects without a connect_error handler hangs or leaks when the peer is
+    down, and users copy snippets: each block that calls bunsock.connect() defines one (and
+    each bunsock.aio.connect() is inside a try)."""
+    bad = []
+    for path in DOC_FILES:
+        for line, lang, code, _ in blocks(path):
+            if lang != "python":
+                continue
+            if "bunsock.connect(" in code and "def connect_error" not in code:
+                bad.append("%s:%d" % (path.relative_to(ROOT), line))
+            if "aio.connect(" in code and "try:" not in code:
+                bad.append("%s:%d (aio)" % (path.relative_to(ROOT), line))
+    assert not bad, "connect() without connect_error: %s" % ", ".join(bad)
