@@ -22,7 +22,6 @@ source_suffix = {".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build"]
 myst_heading_anchors = 3
-suppress_warnings = []
 
 # The docstrings are plain text written for help(): show them verbatim instead of parsing them
 # as reStructuredText (which would misread their indentation and asterisks).
@@ -32,10 +31,8 @@ autodoc_typehints = "none"
 
 
 def _verbatim(app, what, name, obj, options, lines):
-    if not lines:
-        return
-    text = [line for line in lines]
-    lines[:] = ["::", ""] + ["    " + line for line in text] + [""]
+    if lines:
+        lines[:] = ["::", ""] + ["    " + line for line in lines] + [""]
 
 
 def setup(app):
