@@ -30,11 +30,19 @@ class _Stop(Exception):
     pass
 
 
+# Blocked across fork() in the parent: a SIGINT/SIGTERM arriving then is held until the child has
+# its own handlers (else the parent's handler runs in the child, raises inside its at-fork hooks
+# and the signal is lost) and until the parent has recorded the child's pid (else it is never
+# told to stop).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _worker(setup, inherited):
     # The parent's handlers must not run in the child; SIGTERM ends a worker, Ctrl-C in a
     # terminal reaches the whole process group and the parent coordinates the stop.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)   # a pending SIGTERM ends us now
     code = 0
     try:
         from . import run
@@ -76,10 +84,14 @@ def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
     children = {}
 
     def spawn(slot):
-        pid = os.fork()
-        if pid == 0:
-            _worker(setup, inherited)
-        children[pid] = slot
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _worker(setup, inherited)
+            children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def on_signal(signum, frame):
         # Raising is what interrupts os.waitpid: PEP 475 retries it after a handler returns.
