@@ -3,19 +3,20 @@
     python examples/echo_server.py [PORT]
 """
 import sys
+from typing import Optional
 
 import bunsock
 
 
 class Echo:
-    def open(self, sock):
+    def open(self, sock: bunsock.Socket) -> None:
         sock.data = {"bytes": 0}          # per-connection context lives on sock.data
 
-    def data(self, sock, buf):
+    def data(self, sock: bunsock.Socket, buf: bytes) -> None:
         sock.data["bytes"] += len(buf)
         sock.write(buf)                   # never drops: what the kernel can't take waits in C
 
-    def close(self, sock, err):
+    def close(self, sock: bunsock.Socket, err: Optional[BaseException]) -> None:
         print("%s:%s gone after %d bytes (%s)" % (sock.remote_address, sock.remote_port,
                                                   sock.data["bytes"], err or "clean"))
 

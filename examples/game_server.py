@@ -16,6 +16,7 @@ call per room, however many players); the state goes out with one send_many per 
 """
 import itertools
 import sys
+from typing import Any, Dict, List, Optional, Tuple
 
 import bunsock
 
@@ -23,22 +24,22 @@ TICK_HZ = 20
 
 
 class Room:
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         self.group = bunsock.Group()      # the players' TCP sockets
-        self.players = {}                 # id -> Player
-        self.events = []                  # reliable events for the next tick
+        self.players: Dict[int, Player] = {}     # id -> Player
+        self.events: List[str] = []                  # reliable events for the next tick
 
 
 class Player:
-    def __init__(self, pid, name, room, sock):
+    def __init__(self, pid: int, name: str, room: Room, sock: bunsock.Socket) -> None:
         self.id, self.name, self.room, self.sock = pid, name, room, sock
         self.pos = (0.0, 0.0)
-        self.udp = None                   # (port, address) once a datagram arrived
+        self.udp: Optional[Tuple[int, str]] = None    # (port, address) once a datagram came
 
 
-rooms = {}
-players = {}                              # id -> Player
+rooms: Dict[str, Room] = {}
+players: Dict[int, Player] = {}           # id -> Player
 next_id = itertools.count(1)
 tick_no = 0
 
@@ -46,11 +47,11 @@ tick_no = 0
 class Lobby:
     """TCP handlers: line commands, joins and leaves."""
 
-    def open(self, sock):
+    def open(self, sock: bunsock.Socket) -> None:
         sock.data = {"buf": b"", "player": None}
         sock.timeout(60)
 
-    def data(self, sock, buf):
+    def data(self, sock: bunsock.Socket, buf: bytes) -> None:
         st = sock.data
         st["buf"] += buf
         if len(st["buf"]) > 4096:
@@ -60,7 +61,7 @@ class Lobby:
         for line in lines:
             self.command(sock, st, line.strip().decode("utf-8", "replace"))
 
-    def command(self, sock, st, line):
+    def command(self, sock: bunsock.Socket, st: Dict[str, Any], line: str) -> None:
         verb, _, rest = line.partition(" ")
         p = st["player"]
         if verb == "JOIN" and p is None:
@@ -79,10 +80,10 @@ class Lobby:
         else:
             sock.write(b"ERROR unknown or out-of-order command\n")
 
-    def timeout(self, sock):
+    def timeout(self, sock: bunsock.Socket) -> None:
         sock.end(b"BYE idle\n")
 
-    def close(self, sock, err):
+    def close(self, sock: bunsock.Socket, err: Optional[BaseException]) -> None:
         # The socket has already left its room's Group; the game state is ours to clean up.
         p = sock.data and sock.data.get("player")
         if p is not None:
@@ -96,7 +97,7 @@ class Lobby:
 class State:
     """UDP handlers: positions in."""
 
-    def data(self, sock, buf, port, address):
+    def data(self, sock: bunsock.UdpSocket, buf: bytes, port: int, address: str) -> None:
         try:
             pid, x, y = buf.split()
             p = players.get(int(pid))
@@ -108,7 +109,7 @@ class State:
         p.udp = (port, address)
 
 
-def tick(udp):
+def tick(udp: bunsock.UdpSocket) -> None:
     global tick_no
     tick_no += 1
     for room in list(rooms.values()):
@@ -120,10 +121,10 @@ def tick(udp):
         udp.send_many([(state,) + p.udp for p in room.players.values() if p.udp is not None])
 
 
-def main():
+def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Lobby())
-    udp = bunsock.udp_socket(hostname="127.0.0.1", port=server.port, socket=State())
+    udp = bunsock.udp_socket(hostname="127.0.0.1", port=server.port or 0, socket=State())
     bunsock.call_every(1 / TICK_HZ, tick, udp)
     print("game server: tcp+udp on port", server.port)
     bunsock.run()

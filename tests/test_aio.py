@@ -208,3 +208,26 @@ def test_async_def_handlers_are_rejected_pointing_to_aio():
     finally:
         srv.stop()
         lp.close()
+
+
+def test_wait_closed_resolves_when_the_last_connection_has_closed():
+    import asyncio
+
+    async def main():
+        accepted = []
+        srv = await bunsock.aio.listen(hostname="127.0.0.1", port=0,
+                                       socket={"open": accepted.append,
+                                               "data": lambda s, b: None})
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        while not accepted:
+            await asyncio.sleep(0.01)
+        srv.stop()
+        waiter = asyncio.ensure_future(bunsock.aio.wait_closed(srv))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()           # a connection is still open
+        w.close()
+        await asyncio.wait_for(waiter, 10)
+        assert srv.closed
+        await bunsock.aio.wait_closed(srv)  # already closed: returns at once
+
+    asyncio.run(main())

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, run_until
 
 
 def room_server(loop, room, expected, on_full, **kw):
@@ -322,3 +322,35 @@ def test_tls_members_each_get_their_own_encrypted_copy(loop, no_leaks):
     run(loop)
     assert res == [3]
     assert [bytes(v) for v in got.values()] == [b"secret state"] * 3
+
+
+def test_write_exclude_skips_the_sender(loop, no_leaks):
+    """A chat room: broadcast to everyone but the one who spoke."""
+    room = bunsock.Group()
+    got = {}
+    clients = []
+
+    def speak():
+        sender = next(iter(room))
+        assert room.write(b"hello", exclude=sender) == 2
+        skipped = []
+        assert room.write(b"!", skipped, exclude=sender) == 2
+        assert skipped == []               # the excluded member is not "skipped"
+        assert room.write(b"?", exclude=clients[0]) == 3   # not a member: excludes no one
+        got["sender"] = sender
+
+    srv = room_server(loop, room, 3, speak)
+    for i in range(3):
+        clients.append(bunsock.connect(
+            hostname="127.0.0.1", port=srv.port, loop=loop,
+            socket={"data": lambda s, b: got.__setitem__(s, got.get(s, b"") + b)}))
+    run_until(loop, lambda: sum(len(v) for k, v in got.items() if k != "sender") >= 2 * 7 + 1)
+    loop.run_once(0.1)
+    heard = sorted(v for k, v in got.items() if k != "sender")
+    assert heard == [b"?", b"hello!?", b"hello!?"]
+    with pytest.raises(TypeError, match="exclude must be a Socket"):
+        room.write(b"x", exclude="someone")
+    for c in clients:
+        c.close()
+    srv.stop(True)
+    run(loop)

@@ -143,6 +143,9 @@ def test_round_robin_with_failover_and_stats(loop, procs):
     assert sorted(out) == [b"A+ping"] * 4 + [b"B+ping"] * 4     # the dead one is skipped
     pp.p.send_signal(signal.SIGUSR1)
     line = pp.p.stderr.readline()
+    # The dead upstream's failure is logged once (one line), before the stats line.
+    assert line.startswith("bunsock proxy: upstream 127.0.0.1:%d failed (" % dead_port), line
+    line = pp.p.stderr.readline()
     assert "accepted=8" in line and "active=0" in line, line
     # the clients arrive together: a few try the dead upstream before its first failure marks
     # it down; each failed over
@@ -345,3 +348,49 @@ def test_memory_per_connection_to_a_stalled_upstream_is_bounded(loop, procs):
     assert pushed > conns * (256 << 10)      # the kernel buffers filled: the relay is holding
     assert per_conn <= 256, per_conn
     pp.stop()
+
+
+
+# -- startup errors and upstream failures, as the operator reads them (issue 18) --
+
+def run_proxy(*args):
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "bunsock", "proxy", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_used_port_or_a_missing_certificate_is_one_error_line(loop, tmp_path):
+    taken = bunsock.listen(hostname="127.0.0.1", port=0, socket={"data": lambda s, b: None},
+                           loop=loop)
+    try:
+        for extra in ([], ["--workers", "2"]):
+            out = run_proxy("--listen", "127.0.0.1:%d" % taken.port, "--upstream",
+                            "127.0.0.1:9", *extra)
+            assert out.returncode == 1
+            assert out.stderr == ("error: --listen 127.0.0.1:%d: address already in use\n"
+                                  % taken.port)
+    finally:
+        taken.stop()
+    missing = tmp_path / "cert.pem"
+    out = run_proxy("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                    "--tls-cert", str(missing), "--tls-key", str(missing))
+    assert out.returncode == 1
+    assert out.stderr == "error: tls['cert'] file not found: %s\n" % missing
+
+
+def test_every_upstream_down_is_logged_once(loop, procs):
+    dead = [bunsock.listen(hostname="127.0.0.1", port=0, socket={"data": lambda s, b: None},
+                           loop=loop) for _ in range(2)]
+    ports = [d.port for d in dead]
+    for d in dead:
+        d.stop()
+    pp = procs("--upstream", "127.0.0.1:%d" % ports[0], "--upstream", "127.0.0.1:%d" % ports[1])
+    out, errs = fetch(loop, pp.port, n=3)
+    assert out == [b""] * 3                 # closed: nowhere to send them
+    rc, rest = pp.stop()
+    assert rc == 0
+    lines = rest.splitlines()
+    failed = [l for l in lines if " failed (ConnectionRefusedError" in l]
+    assert sorted(l.split()[3] for l in failed) == sorted("127.0.0.1:%d" % p for p in ports)
+    down = [l for l in lines if "every upstream is down" in l]
+    assert len(down) == 1, rest

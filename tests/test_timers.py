@@ -723,3 +723,20 @@ def test_idle_timeout_counts_from_the_io_not_from_the_batch_start(loop):
     assert [v["poll"] for v in seen.values()] == [sent + 1] * 2, "not one batch: %r" % seen
     for v in seen.values():
         assert v["fired"] - v["io"] >= 0.95, seen
+
+
+def test_timer_and_loop_reprs_say_what_they_are(loop):
+    def tick():
+        pass
+
+    assert repr(loop) == "<bunsock.Loop %s idle refs=0>" % bunsock.backend()
+    once = loop.call_later(5, tick)
+    every = loop.call_every(0.5, tick).unref()
+    assert repr(once).startswith("<bunsock.Timer ") and "tick once due=" in repr(once)
+    assert "tick every 0.5s due=" in repr(every) and repr(every).endswith(" unref>")
+    assert "refs=1" in repr(loop)
+    once.cancel()
+    every.cancel()
+    assert "cancelled or done" in repr(once)
+    loop.close()
+    assert "closed" in repr(loop)

@@ -47,12 +47,19 @@ __all__ = [
 ]
 from ._version import __version__  # noqa: E402  (written only in _version.py)
 
+# Handler-table types (bunsock._types), loaded on first use: typing help, never used per event.
+_TYPES = ("DataHandler", "DrainHandler", "Handlers", "IdleTimeoutMode", "SocketHandlerMap",
+          "UdpDataHandler", "UdpHandlerMap", "UdpHandlers")
+
 
 def __getattr__(name):
-    # bunsock.aio imports asyncio: only pay for it when it is used.
-    if name == "aio":
+    # bunsock.aio imports asyncio, bunsock.proxy argparse: only pay for them when used.
+    if name in ("aio", "proxy"):
         import importlib
-        return importlib.import_module(".aio", __name__)
+        return importlib.import_module("." + name, __name__)
+    if name in _TYPES:
+        from . import _types
+        return getattr(_types, name)
     raise AttributeError("module 'bunsock' has no attribute %r" % name)
 
 

@@ -87,13 +87,14 @@ cdef class Group:
             self.index[self.members[i]] = i
         return 0
 
-    def write(self, data, skipped=None):
+    def write(self, data, skipped=None, *, exclude=None):
         """Write `data` (bytes-like) to every member. Each member takes the whole message or
         none of it: one whose buffered bytes (sink, cork, TLS) plus the message would exceed its
         high_water_mark is skipped (it owes a `drain`), as is one that is ending; a member with
         nothing buffered always takes it whole, the part the kernel refuses being buffered.
         Returns how many members took it. skipped: a list to which the members that did not
-        take it are appended. Raises TypeError for a str."""
+        take it are appended. exclude: a member (e.g. the sender) that is not written to (nor
+        counted, nor added to skipped). Raises TypeError for a str."""
         if self.loop is not None:
             _check_thread(self.loop)
         cdef Py_buffer view
@@ -113,6 +114,8 @@ cdef class Group:
                 PyBuffer_Release(&view)
         p = PyBytes_AS_STRING(data)
         n = PyBytes_GET_SIZE(data)
+        if exclude is not None and not isinstance(exclude, Socket):
+            raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
         if skipped is not None and not isinstance(skipped, list):
             raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
         members = self.members
@@ -124,6 +127,8 @@ cdef class Group:
                 if o is None:
                     continue          # left during this write
                 s = <Socket>o
+                if o is exclude:
+                    continue
                 if s.state == ST_CLOSED or (s.flags & (F_ENDING | F_SHUT_WR)):
                     if skipped is not None:
                         skipped.append(s)

@@ -34,6 +34,7 @@ cdef enum:
     F_PIPE_DST = 1 << 18    # ext.pipe_in relays into this socket: its writable event is the relay's
     F_PIPE_HELD = 1 << 19   # reading stopped by the relay (destination over its limit), not pause()
     F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
+    F_READ_FIRED = 1 << 21  # idle_timeout_mode="read": `timeout` fired and nothing read since
 
 cdef enum:
     BT_BYTES = 0
@@ -53,6 +54,7 @@ cdef class _Ctx:
     cdef object tls_server_side
     cdef object server_hostname
     cdef bint pause_on_connect   # sockets start paused: `open` fires, `data` waits for resume()
+    cdef bint idle_read          # idle_timeout_mode="read": only reads restart the idle timeout
     cdef set_handlers(self, tuple h)
     cdef _Ctx copy(self)
     cdef tuple handlers(self)
@@ -152,6 +154,8 @@ cdef class Listener(_Handle):
     cdef Py_ssize_t max_conns     # max_connections (0: no limit)
     cdef bint full                # at max_conns: not accepting until a socket closes
     cdef object _address          # (ip, port) bound, read once at creation
+    cdef list _on_closed          # stop(callback=): called once stopped with no live socket
+    cdef _closed_now(self)
     @staticmethod
     cdef Listener _new(Loop loop, _Ctx ctx, data, int fd)
     cdef _pause_accept(self)
@@ -203,6 +207,7 @@ cdef class _SocketBase(_Handle):
     cdef uint64_t bytes_read, bytes_written
     cdef uint32_t timeout_ms
     cdef uint32_t last_active         # loop ms, truncated: idle spans are far below 2^32 ms
+    cdef uint32_t last_read           # the same, for reads only (idle_timeout_mode="read")
     cdef uint32_t flags
     cdef uint8_t state
     cdef uint8_t cork_depth
@@ -251,6 +256,7 @@ cdef class Socket(_SocketReader):
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
     cdef int _setopts(self, tuple opts) except -1
+    cdef _Ctx _own_ctx(self)
 
 
 cdef class _TlsHook:

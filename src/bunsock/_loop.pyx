@@ -325,7 +325,7 @@ cdef class _Ctx:
     cdef _Ctx copy(self):
         return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,
                          self.idle_ms, self.tls, self.tls_server_side, self.server_hostname,
-                         self.pause_on_connect, self.lwm)
+                         self.pause_on_connect, self.lwm, self.idle_read)
 
     cdef tuple handlers(self):
         return (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error,
@@ -334,8 +334,9 @@ cdef class _Ctx:
 
 def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t hwm,
               uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None,
-              bint pause_on_connect=False, Py_ssize_t lwm=0):
+              bint pause_on_connect=False, Py_ssize_t lwm=0, bint idle_read=False):
     cdef _Ctx c = _Ctx.__new__(_Ctx)
+    c.idle_read = idle_read
     c.lwm = lwm
     c.set_handlers(handlers)
     c.binary_type = binary_type

@@ -17,6 +17,10 @@ def get_loop():
     except AttributeError:
         loop = Loop()
         _tls_loops.loop = loop
+        if threading.current_thread() is not threading.main_thread():
+            # Warns at thread exit if this loop got work but never ran (_unrun.py says why).
+            from ._unrun import UnrunLoopGuard
+            _tls_loops.guard = UnrunLoopGuard(loop)
         return loop
 
 
@@ -434,6 +438,10 @@ cdef class Loop:
     def fileno(self):
         """The poller's descriptor: readable whenever run_once() has events to dispatch."""
         return self.poller.fd
+
+    def __repr__(self):
+        state = "closed" if self.closed else ("running" if self.running else "idle")
+        return "<bunsock.Loop %s %s refs=%d>" % (backend(), state, self.refs)
 
     def _embed(self, bint on=True):
         """Embedded in another loop: call_soon and new timers wake the poller fd, so the host

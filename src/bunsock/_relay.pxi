@@ -245,8 +245,8 @@ cdef int _relay_spill_in(Socket d) except -1:
 
 cdef inline void _count_read(Socket s, Py_ssize_t n) noexcept:
     s.bytes_read += n
-    s.last_active = <uint32_t>s.loop.now      # relayed bytes are activity for idle timeouts
-    s.flags &= ~F_IDLE_FIRED
+    s.last_active = s.last_read = <uint32_t>s.loop.now    # relayed bytes are activity
+    s.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
 
 
 cdef int _relay_readable(Socket s) except -1:

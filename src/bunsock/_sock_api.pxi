@@ -59,13 +59,19 @@ cdef class Socket(_SocketReader):
 
     def end(self, data=None):
         """Optional last write, then FIN once everything buffered has reached the kernel.
-        The socket keeps reading until the peer's FIN (half-close)."""
+        The socket keeps reading until the peer's FIN (half-close). Returns what write(data)
+        returned (a short count when high_water_mark cut it: the tail was not sent), 0 without
+        data, or -1 when the socket was already closed or ending."""
         _check_thread(self.loop)
+        cdef object r = 0
         if self.flags & F_PIPE_DST:
             _relay_spill_in(self)     # the FIN follows what the relay already read
         if data is not None:
-            self.write(data)
+            r = self.write(data)
+        elif self.state == ST_CLOSED or (self.flags & (F_ENDING | F_SHUT_WR)):
+            r = -1
         self._end()
+        return r
 
     def shutdown(self, bint read=False):
         """shutdown(SHUT_WR) now (SHUT_RD with read=True), without waiting for the sink."""
@@ -151,7 +157,8 @@ cdef class Socket(_SocketReader):
             (<_TlsHook>self.ext.tls).resumed(self)    # records already decrypted-able in the BIO
 
     def timeout(self, seconds):
-        """Set the idle timeout in seconds (restarted by any read or write); 0 or None clears.
+        """Set the idle timeout in seconds (restarted by any read or write; with
+        idle_timeout_mode="read", by reads only); 0 or None clears.
         Raises ValueError for a negative, infinite or too large (> 24 days) value."""
         _check_thread(self.loop)
         cdef double s = 0.0
@@ -289,14 +296,40 @@ cdef class Socket(_SocketReader):
 
     @property
     def high_water_mark(self):
-        """The most bytes buffered_amount may reach before write() returns a short count, or
-        None (no cap)."""
+        """Cap on the bytes this socket buffers (None: unbounded); settable: an int >= 0 not
+        below low_water_mark, or None (TypeError / ValueError otherwise). Setting it on an
+        accepted socket gives that socket its own settings (the listener's stay)."""
         return None if self.ctx.hwm < 0 else self.ctx.hwm
+
+    @high_water_mark.setter
+    def high_water_mark(self, value):
+        _check_thread(self.loop)
+        hwm = _mark_value("high_water_mark", value, True)
+        if hwm >= 0 and self.ctx.lwm > hwm:
+            raise ValueError("high_water_mark (%d) must not be below low_water_mark (%d)"
+                             % (hwm, self.ctx.lwm))
+        self._own_ctx().hwm = hwm
 
     @property
     def low_water_mark(self):
-        """`drain` fires once buffered_amount is down to this many bytes (0: once empty)."""
+        """`drain` fires once buffered_amount is down to this many bytes (0: once empty);
+        settable: an int >= 0 not above high_water_mark."""
         return self.ctx.lwm
+
+    @low_water_mark.setter
+    def low_water_mark(self, value):
+        _check_thread(self.loop)
+        lwm = _mark_value("low_water_mark", value, False)
+        if self.ctx.hwm >= 0 and lwm > self.ctx.hwm:
+            raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)"
+                             % (lwm, self.ctx.hwm))
+        self._own_ctx().lwm = lwm
+
+    cdef _Ctx _own_ctx(self):
+        # An accepted socket shares its listener's settings until it changes one of them.
+        if self._listener is not None and self.ctx is self._listener.ctx:
+            self.ctx = self.ctx.copy()
+        return self.ctx
 
     cdef object _addr(self, bint peer):
         cdef char buf[128]
@@ -555,6 +588,18 @@ cdef class Socket(_SocketReader):
         if t is None:
             return None
         return getattr(t.sslobj.context, "_bunsock_cert_der", None)
+
+
+cdef Py_ssize_t _mark_value(str name, object value, bint allow_none) except -2:
+    """A high/low water mark given after creation: an int >= 0 (None: unbounded, -1)."""
+    if value is None and allow_none:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int%s, not %s"
+                        % (name, " or None" if allow_none else "", type(value).__name__))
+    if not 0 <= value <= 2 ** 62:
+        raise ValueError("%s must be in 0..2**62, not %d" % (name, value))
+    return value
 
 
 cdef Py_ssize_t _slice_len(Py_ssize_t size, Py_ssize_t offset, object length) except -1:

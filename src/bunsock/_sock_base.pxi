@@ -167,7 +167,7 @@ cdef Socket _new_socket(Loop loop, _Ctx ctx, data, int fd, Listener listener):
     s._listener = listener
     s.flags = F_REFED
     loop.refs += 1
-    s.last_active = <uint32_t>loop.now
+    s.last_active = s.last_read = <uint32_t>loop.now
     Py_INCREF(s)     # the loop's reference, dropped after the batch in which it closes
     return s
 
@@ -194,7 +194,7 @@ cdef int _accept_socket(Listener l, int fd) except -1:
         s.timeout_ms = ctx.idle_ms
         if loop.wheel.count == 0:
             loop.now = bs_monotonic_ms()    # not kept current while no timer is armed
-        s.last_active = <uint32_t>loop.now
+        s.last_active = s.last_read = <uint32_t>loop.now
         bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
     if ctx.tls is not None:
         return s._start_tls_from_ctx()

@@ -34,8 +34,8 @@ cdef class _SocketReader(_SocketWriter):
             loop.n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                self.last_active = <uint32_t>loop.now
-                self.flags &= ~F_IDLE_FIRED
+                self.last_active = self.last_read = <uint32_t>loop.now
+                self.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
@@ -134,6 +134,7 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_timer(self) except -1:
         cdef Loop loop = self.loop
         cdef uint32_t idle
+        cdef uint32_t fired = F_IDLE_FIRED
         cdef object h
         if self.state == ST_CONNECTING:
             return self._connect_failed(_oserror(_errno.ETIMEDOUT))
@@ -145,15 +146,20 @@ cdef class _SocketReader(_SocketWriter):
             return (<_TlsHook>self.ext.tls).timed_out(self)
         if self.timeout_ms == 0:
             return 0
-        idle = <uint32_t>loop.now - self.last_active
+        if self.ctx.idle_read:
+            # Only inbound bytes count: the socket's own writes do not keep it alive.
+            idle = <uint32_t>loop.now - self.last_read
+            fired = F_READ_FIRED
+        else:
+            idle = <uint32_t>loop.now - self.last_active
         if idle < self.timeout_ms:
             # Activity restarted the period; re-arming lazily here keeps the I/O path to one store.
             bs_wheel_arm(&loop.wheel, &self.t, loop.now + (self.timeout_ms - idle))
             return 0
         bs_wheel_arm(&loop.wheel, &self.t, loop.now + self.timeout_ms)
-        if self.flags & F_IDLE_FIRED:
+        if self.flags & fired:
             return 0      # once per idle period
-        self.flags |= F_IDLE_FIRED
+        self.flags |= fired
         h = self.ctx.on_timeout
         if h is None:
             return self._close(_oserror(_errno.ETIMEDOUT))
@@ -165,9 +171,9 @@ cdef class _SocketReader(_SocketWriter):
         if self.timeout_ms == 0:
             bs_wheel_cancel(&loop.wheel, &self.t)
             return 0
-        self.flags &= ~F_IDLE_FIRED
+        self.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
         loop._arm(&self.t, self.timeout_ms / 1000.0)
-        self.last_active = <uint32_t>loop.now
+        self.last_active = self.last_read = <uint32_t>loop.now
         return 0
 
     # -- connecting --

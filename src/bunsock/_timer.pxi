@@ -58,6 +58,18 @@ cdef class Timer:
         """When the next call is due, in seconds on the loop's clock (`Loop.time()`), or None."""
         return self.t.deadline / 1000.0 if bs_timer_armed(&self.t) else None
 
+    def __repr__(self):
+        fn = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        if not self.active:
+            state = "cancelled or done"
+        elif self.interval:
+            state = "every %gs" % (self.interval / 1000.0)
+        else:
+            state = "once"
+        return "<bunsock.Timer %s %s%s%s>" % (
+            fn, state, "" if self.when is None else " due=%.3f" % self.when,
+            "" if self.refed else " unref")
+
     cdef int _fire(self) except -1:
         cdef Loop loop = self.loop
         cdef uint64_t now = loop.now, due

@@ -305,6 +305,7 @@ class Proxy:
         u = self._pick(tried)
         if u is None:
             self.stats["errors"] += 1
+            _note_all_down(self, client)
             client.close()
             return
         tried.add(id(u))
@@ -315,6 +316,7 @@ class Proxy:
 
     def connect_failed(self, client, upstream, tried, exc):
         self.stats["connect_errors"] += 1
+        _note_upstream_failed(self, upstream, exc)
         upstream.failures += 1
         upstream.down_until = self.loop.time() + DOWN_FOR
         if client.ready_state == "closed":
@@ -326,6 +328,7 @@ class Proxy:
             up.close()
             return
         upstream.failures = 0
+        self._all_down_noted = False
         upstream.active += 1
         client.data["up"] = up
         client.data["upstream"] = upstream
@@ -433,6 +436,9 @@ def _run_worker(args, listen, upstreams, reuse_port):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    failed = _startup_error(args)
+    if failed is not None:
+        return failed
     try:
         listen = parse_hostport(args.listen)
         upstreams = [parse_hostport(u) for u in args.upstream]
@@ -451,3 +457,55 @@ def main(argv=None):
     bunsock.serve(workers=args.workers, grace=args.shutdown_timeout + 1,
                   setup=lambda: _run_worker(args, listen, upstreams, True) and None)
     return 0
+
+
+# -- what the operator is told (issue 18): one line per event, never a traceback --------------
+
+def _note_upstream_failed(proxy, upstream, exc):
+    """One log line when an upstream goes from up to down (not one per failed client)."""
+    if proxy.log is not None and upstream.down_until <= proxy.loop.time():
+        proxy.log.write("bunsock proxy: upstream %s failed (%s: %s); new clients skip it for "
+                        "%g s\n" % (upstream, type(exc).__name__, exc, DOWN_FOR))
+        proxy.log.flush()
+
+
+def _note_all_down(proxy, client):
+    """One log line when a client finds every upstream down, until one connects again."""
+    if proxy.log is not None and not getattr(proxy, "_all_down_noted", False):
+        proxy._all_down_noted = True
+        proxy.log.write("bunsock proxy: every upstream is down (%s): closing clients until one "
+                        "answers\n" % ", ".join(map(str, proxy.upstreams)))
+        proxy.log.flush()
+
+
+def _startup_error(args):
+    """Check what would otherwise fail as a traceback at startup (the listening port taken, a
+    certificate or key file missing or unreadable): print one `error:` line and return the exit
+    status 1, or None when all is well. The port is probed with a listener closed at once."""
+    import errno
+
+    try:
+        host, port = parse_hostport(args.listen)
+    except ValueError:
+        return None               # main() reports it
+    try:
+        if args.tls_cert and args.tls_key:
+            from ._tlsconfig import server_context
+            server_context({"cert": args.tls_cert, "key": args.tls_key})
+        if port:
+            probe_loop = bunsock.Loop()
+            try:
+                bunsock.listen(hostname=host, port=port, socket={"data": lambda s, b: None},
+                               reuse_port=args.workers > 1, loop=probe_loop).stop()
+            finally:
+                probe_loop.close()
+    except FileNotFoundError as e:
+        sys.stderr.write("error: %s: %s\n" % (e.strerror, e.filename))
+        return 1
+    except OSError as e:          # ssl.SSLError included (a file that is not a PEM key/cert)
+        if e.errno == errno.EADDRINUSE:
+            sys.stderr.write("error: --listen %s: address already in use\n" % args.listen)
+        else:
+            sys.stderr.write("error: %s\n" % (e,))
+        return 1
+    return None
