@@ -15,12 +15,14 @@ to test it (GitHub and the docs site show nothing of them):
   (the setup a fragment inside prose assumes: imports, the names it uses).
 - `server`: the block serves until it is stopped. Once it calls run()/serve()/aio.listen(), the
   `client:` section runs in this process (helpers: port(n), conn(n), roundtrip(n, payload),
-  udp_roundtrip(n, payload), printed(text), output()), then the block is stopped with
-  SIGTERM; a handler exception it reported fails the test too. Several comments after one block: one run each.
+  udp_roundtrip(n, payload), printed(text), output(), proc), then the block is stopped
+  with SIGTERM; a handler exception it reported fails the test too. Several comments after
+  one block: one run each.
 - Options: `upstream=H:P` puts a loopback echo server where the block connects to H:P;
   `down=H:P` a closed port; `certs` writes cert.pem/key.pem/ca.pem (trustme) into the block's
   working directory; `systemd` hands the block a listening socket as fd 3 with LISTEN_FDS/
-  LISTEN_PID set, on the port the block names for 8080.
+  LISTEN_PID set, on the port the block names for 8080; `exits`: the client section makes the
+  block end by itself (a graceful shutdown), so it is not required to be alive after it.
 
 Blocks in other languages (sh, ini, ...) are not run. A ```python block with an unknown marker,
 or that does not run, fails.
@@ -90,8 +92,8 @@ def parse_mark(head, body, path, line):
     assert mark["kind"] in ("run", "server"), "%s:%d: unknown test marker %r" % (path, line, head)
     for w in words[1:]:
         k, _, v = w.partition("=")
-        assert k in ("upstream", "down", "certs", "systemd"), "%s:%d: unknown option %r" % (
-            path, line, w)
+        assert k in ("upstream", "down", "certs", "systemd", "exits"), (
+            "%s:%d: unknown option %r" % (path, line, w))
         mark["opts"].setdefault(k, []).append(v)
     section = None
     for b in body:
@@ -314,7 +316,7 @@ def client_namespace(block):
 
     return {"port": port, "conn": conn, "recv_exactly": recv_exactly, "roundtrip": roundtrip,
             "udp_roundtrip": udp_roundtrip, "printed": printed, "output": lambda: block.text("out"),
-            "socket": socket, "time": time, "os": os}
+            "socket": socket, "time": time, "os": os, "proc": block.proc}
 
 
 def assert_clean(block):
@@ -356,7 +358,8 @@ def test_doc_block(code, mark, tmp_path):
         finally:
             alive = block.proc.poll() is None
             block.stop()
-        assert alive, "the block exited while being tested:\n" + block.text()
+        assert alive or mark["opts"].get("exits"), (
+            "the block exited while being tested:\n" + block.text())
         assert_clean(block)
     finally:
         block.close()
