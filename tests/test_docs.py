@@ -523,3 +523,59 @@ def test_the_site_reference_covers_the_public_api():
     missing = [n for n in bunsock.__all__
                if not re.search(r"\.\. auto(function|class):: bunsock\.%s\s" % n, ref)]
     assert not missing, "not in docs/reference.md: %s" % ", ".join(missing)
+
+
+def test_troubleshooting_quotes_the_real_messages(tmp_path):
+    """The troubleshooting page quotes bunsock's error messages: each quote must still be what
+    bunsock says (the parts that vary, a port or a path, are put back as the page has them)."""
+    import bunsock
+    page = " ".join((ROOT / "docs" / "troubleshooting.md").read_text().split())
+    loop = bunsock.Loop()
+    said = []
+
+    class Echo:
+        def data(self, sock, buf):
+            pass
+
+    def expect(exc_type, fn, *subs):
+        with pytest.raises(exc_type) as info:
+            fn()
+        import errno
+        text = "%s: %s" % (exc_type.__name__, info.value)
+        text = text.replace("[Errno %d]" % errno.EADDRINUSE, "[Errno 98]")   # 48 on macOS
+        for real, shown in subs:
+            text = text.replace(real, shown)
+        said.append(" ".join(text.split()))
+
+    first = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), loop=loop)
+    try:
+        expect(OSError, lambda: bunsock.listen(hostname="127.0.0.1", port=first.port,
+                                               socket=Echo(), loop=loop),
+               (str(first.port), "8080"))
+    finally:
+        first.stop()
+    expect(FileNotFoundError, lambda: bunsock.listen(
+        hostname="127.0.0.1", port=0, socket=Echo(), loop=loop,
+        tls={"cert": "cert.pem", "key": "key.pem"}))
+    expect(TypeError, lambda: bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo,
+                                             loop=loop))
+
+    class Typo:
+        def data(self, sock, buf):
+            pass
+
+        def conect_error(self, sock, exc):
+            pass
+    expect(TypeError, lambda: bunsock.connect(hostname="127.0.0.1", port=1, socket=Typo(),
+                                              loop=loop))
+    expect(TypeError, lambda: bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                                             socket={"open": lambda sock: None}))
+    path = str(tmp_path / "app.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()
+    expect(OSError, lambda: bunsock.listen(unix=path, socket=Echo(), loop=loop),
+           (path, "/run/app.sock"))
+    loop.close()
+    for text in said:
+        assert text in page, "docs/troubleshooting.md does not quote:\n  %s" % text
