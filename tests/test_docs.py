@@ -424,6 +424,7 @@ def test_readme_first_example_is_bounded_against_a_client_that_never_reads(tmp_p
             time.sleep(0.1)
             still = still + 1 if state["sent"] == last else 0
             last = state["sent"]
+        stalled_at = state["sent"]
         assert sender.is_alive() and state["sent"] < total * len(chunk) // 2, (
             "the client sent %d bytes without reading: the server never paused" % state["sent"])
         peak = rss_peak_mib(proc.pid)
@@ -457,6 +458,8 @@ def test_readme_first_example_is_bounded_against_a_client_that_never_reads(tmp_p
         assert h.hexdigest() == want
         hog.close()
         peak = rss_peak_mib(proc.pid)
+        print("README echo: peak RSS %.1f MiB, the non-reader got %d MiB in before it stalled"
+              % (peak, stalled_at >> 20))
         assert ASAN or peak < 64, "server RSS peaked at %.1f MiB" % peak
     finally:
         proc.kill()
