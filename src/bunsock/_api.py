@@ -322,6 +322,7 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     called as there), plus
       connect_error(sock, exc)    the connection failed before open (refused, timed out,
                                   name not found, TLS handshake failed); open/close never fire
+
     Parameters (keyword-only):
       hostname, port: where to connect; a name with several addresses races them (Happy
         Eyeballs): the next starts after happy_eyeballs_delay seconds (0.25; 0 or None: one
