@@ -24,7 +24,7 @@ PYEOF
 
 if ! PYTHONPATH=src "$PY" -c "import bunsock._loop, bunsock._tls, bunsock._abs" 2>/dev/null; then
     echo "build-docs: building the extension in place (src/)"
-    "$PY" -m pip install --quiet --disable-pip-version-check "Cython>=3.1,<4" setuptools
+    "$PY" -m pip install --quiet --disable-pip-version-check "Cython>=3.1,<4" "setuptools>=64"
     "$PY" setup.py -q build_ext --inplace -j2 >/dev/null
 fi
 
