@@ -641,3 +641,68 @@ def test_many_short_relayed_connections_close_once_each(loop, clean, mode):
     names = [n for n, _ in st["closes"]]
     assert names.count("down") == cycles and names.count("up") == cycles
     assert all(err is None for _, err in st["closes"])
+
+
+SPLICE_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="splice(2) is Linux only")
+
+
+@SPLICE_ONLY
+def test_upgrade_tls_on_a_spliced_socket_is_refused(loop, clean):
+    import ssl
+    from conftest import run_until
+    ctx = ssl.create_default_context()
+    st = {}
+
+    class Echo:
+        def data(self, sock, buf):
+            sock.write(buf)
+
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Echo())
+    proxy = make_proxy(loop, srv.port, st, splice=True)
+
+    class C:
+        def open(self, sock):
+            sock.write(b"x")
+
+        def data(self, sock, buf):
+            st["got"] = buf
+
+    c = bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=C())
+    run_until(loop, lambda: "got" in st)
+    down = st["downs"][0]
+    for s in (down, down.data):       # the client side and the upstream side of the relay
+        with pytest.raises(ValueError, match="splice"):
+            s.upgrade_tls(ctx, server_hostname="localhost")
+    c.write(b"still relayed")
+    run_until(loop, lambda: st["got"].endswith(b"relayed"))
+    c.close()
+    run_until(loop, lambda: len(st["closes"]) == 2)
+    srv.stop(True)
+    proxy.stop(True)
+    run(loop, 5)
+
+
+@SPLICE_ONLY
+def test_pooled_splice_pipes_are_closed_after_an_idle_period(loop, clean):
+    from bunsock._loop import _relay_pool_idle
+    from conftest import run_until
+    _relay_pool_idle(0.3)
+    try:
+        st = {}
+        srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Peer(4 << 20, 1, st, "srv"),
+                             allow_half_open=True)
+        proxy = make_proxy(loop, srv.port, st, splice=True)
+        clients = [bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop,
+                                   socket=Peer(4 << 20, 2, st, "cli%d" % i), allow_half_open=True)
+                   for i in range(3)]
+        run_until(loop, lambda: len(st["closes"]) == 6 and all("cli%d" % i in st for i in range(3)))
+        assert relay_stats()["live"] == 0
+        assert relay_stats()["pooled"] >= 1      # kept for the next relay...
+        run_until(loop, lambda: relay_stats()["pooled"] == 0, timeout=5)   # ...not forever
+        srv.stop(True)
+        proxy.stop(True)
+        del clients
+        run(loop, 5)
+    finally:
+        _relay_pool_idle(10.0)

@@ -188,6 +188,7 @@ cdef class _SockExt:
     cdef public double he_delay       # seconds between attempts (0: one at a time)
     cdef _Pipe pipe_out           # relays what this socket reads (F_PIPE_SRC)
     cdef _Pipe pipe_in            # relays into this socket (F_PIPE_DST)
+    cdef object proxy_header      # set by bunsock.proxy_protocol.accept (Socket.proxy_header)
 
 cdef class _CorkCtx:
     cdef Socket s

@@ -40,6 +40,13 @@ cdef enum:
 cdef int _pool[PIPE_POOL_MAX * 3]
 cdef int _npool = 0
 cdef int _nlive = 0
+# Pooled pipes are bounded in time as well as in number: a sweep every _pool_idle_s closes the
+# pool when no pipe was taken during the whole period, so a process that stopped splicing gives
+# its pipes (2 fds and up to PIPE_SIZE of kernel memory each) back.
+cdef unsigned long _ntakes = 0
+cdef unsigned long _ntakes_swept = 0
+cdef double _pool_idle_s = 10.0
+cdef object _pool_timer = None
 
 # splice=None: which path a plain TCP pipe takes. splice measured at 0.14-0.26 proxy CPU-s per GB
 # on loopback against 0.37-0.63 for the buffered path (benchmarks/RESULTS.md, "Relay").
@@ -71,15 +78,46 @@ def relay_pool_clear():
     _npool = 0
 
 
+def _relay_pool_idle(double seconds):
+    """(tests) How long pooled pipes may sit unused before the sweep closes them."""
+    global _pool_idle_s
+    if not seconds > 0:
+        raise ValueError("the pool's idle period must be > 0 seconds, not %r" % seconds)
+    _pool_idle_s = seconds
+
+
+def _pool_sweep(Loop loop):
+    global _ntakes_swept, _pool_timer
+    _pool_timer = None
+    if _ntakes == _ntakes_swept:
+        relay_pool_clear()
+    _ntakes_swept = _ntakes
+    if _npool or _nlive:
+        _pool_arm(loop)
+
+
+cdef int _pool_arm(Loop loop) except -1:
+    # Armed when a splice pipe is set up (not per chunk); the timer does not keep the loop alive.
+    global _pool_timer
+    if _pool_timer is not None and (<Timer>_pool_timer).active and (<Timer>_pool_timer).loop is loop:
+        return 0
+    if loop.closed:
+        return 0
+    _pool_timer = loop._timer(_pool_idle_s, 0, _pool_sweep, (loop,))
+    _pool_timer.unref()
+    return 0
+
+
 def relay_stats():
     """Pipes of the splice path: {"pooled": empty pipes kept, "live": pipes holding bytes}."""
     return {"pooled": _npool, "live": _nlive}
 
 
 cdef bint _pipe_take(_Pipe p) noexcept:
-    global _npool, _nlive
+    global _npool, _nlive, _ntakes
     cdef int fds[2]
     cdef int cap
+    _ntakes += 1
     if _npool:
         _npool -= 1
         p.rfd = _pool[3 * _npool]
@@ -492,6 +530,8 @@ cdef object _pipe(Socket s, object dest, object hwm, object lwm, object splice):
     p.rfd = p.wfd = -1
     p.splice = use_splice
     p.adaptive = splice is None
+    if use_splice:
+        _pool_arm(s.loop)
     s._get_ext().pipe_out = p
     d._get_ext().pipe_in = p
     s.flags |= F_PIPE_SRC

@@ -240,8 +240,17 @@ cdef class Socket(_SocketReader):
         return self.ext.pipe_out.dst if self.flags & F_PIPE_SRC else None
 
     def upgrade_tls(self, tls, *, bint server_side=False, server_hostname=None):
-        """STARTTLS on this connection: same fd, same Socket, now encrypted."""
+        """STARTTLS on this connection: same fd, same Socket, now encrypted.
+
+        Raises ValueError on a socket relayed with splice (its bytes never enter the process:
+        unpipe() first)."""
         _check_thread(self.loop)
+        if ((self.flags & F_PIPE_SRC and self.ext.pipe_out.splice)
+                or (self.flags & F_PIPE_DST and self.ext.pipe_in.splice)):
+            # splice(2) moves this socket's bytes without them entering the process: TLS
+            # would be bypassed (and the handshake's bytes relayed raw).
+            raise ValueError("upgrade_tls() on a socket relayed with splice: call unpipe() "
+                             "on the relay first")
         from ._tls import upgrade
         upgrade(self, tls, server_side, server_hostname)
         return self
@@ -293,6 +302,16 @@ cdef class Socket(_SocketReader):
     def paused(self):
         """Whether reading is paused (pause() or pause_on_connect=True; resume() restarts it)."""
         return bool(self.flags & F_PAUSED)
+
+    @property
+    def proxy_header(self):
+        """The PROXY protocol header this connection began with (a
+        bunsock.proxy_protocol.ProxyHeader, set by proxy_protocol.accept), or None."""
+        return None if self.ext is None else self.ext.proxy_header
+
+    @proxy_header.setter
+    def proxy_header(self, value):
+        self._get_ext().proxy_header = value
 
     @property
     def high_water_mark(self):
