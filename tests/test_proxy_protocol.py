@@ -608,3 +608,24 @@ def test_public_names_have_docstrings():
             obj = getattr(mod, name)
             if callable(obj):
                 assert (obj.__doc__ or "").strip(), "%s.%s has no docstring" % (mod.__name__, name)
+
+
+def test_listener_reload_reaches_headers_in_progress_not_handed_over_sockets(loop, no_leaks):
+    old, new = App(), App()
+    server = serve(loop, old)
+    c1, s1 = dial(loop, server, [HEADERS["v1"]])               # handed over to `old`
+    run_until(loop, lambda: old.events)
+    c2, s2 = dial(loop, server, [HEADERS["v2"][:10]])          # header half read
+    run_until(loop, lambda: c2.port is not None)
+    loop.run_once(0.05)
+    server.reload(pp.accept(new))
+    s2.write(HEADERS["v2"][10:] + b"two")
+    s1.write(b"one")
+    run_until(loop, lambda: c1.got == b"echo:one" and c2.got == b"echo:two")
+    assert [e[0] for e in old.events] == ["open", "data"]      # its own copy of the table
+    assert new.events[0] == ("open", pp.parse(HEADERS["v2"]))  # finished by the new wrapper
+    s1.close()
+    s2.close()
+    run_until(loop, lambda: old.events[-1][0] == "close" and new.events[-1][0] == "close")
+    server.stop(True)
+    run(loop)

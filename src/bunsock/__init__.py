@@ -22,10 +22,13 @@ from ._loop import Group, Listener, Loop, Socket, Timer, UdpSocket, backend, get
 from ._udp_api import udp_socket
 from ._sockinfo import TcpInfo
 from ._pipes import relay
+from . import framing
+from .framing import FramingError
 from .serve import serve
 
 __all__ = [
     "ArrayBufferSink",
+    "FramingError",
     "Group",
     "Listener",
     "Loop",
@@ -38,6 +41,7 @@ __all__ = [
     "call_later",
     "call_soon",
     "connect",
+    "framing",
     "get_loop",
     "listen",
     "relay",

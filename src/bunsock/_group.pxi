@@ -160,6 +160,16 @@ cdef class Group:
                 self._compact()
         return taken
 
+    def write_frame(self, payload, skipped=None, *, exclude=None):
+        """Write payload as one frame to every member, framed by each member's own rule
+        (Socket.write_frame): whole or not at all per member under its high_water_mark; a
+        member without framing, closed or ending does not take it. Returns how many members
+        took it. skipped: a list to which the members that did not are appended. exclude: a
+        member (e.g. the sender) that is not written to (nor counted, nor added to skipped).
+        Raises TypeError for a str, ValueError when some member's rule cannot frame the
+        payload (then no member gets it)."""
+        return _group_write_frame(self, payload, skipped, exclude)
+
     def __len__(self):
         return len(self.index)
 

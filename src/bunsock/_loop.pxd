@@ -35,6 +35,7 @@ cdef enum:
     F_PIPE_HELD = 1 << 19   # reading stopped by the relay (destination over its limit), not pause()
     F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
     F_READ_FIRED = 1 << 21  # idle_timeout_mode="read": `timeout` fired and nothing read since
+    F_FRAMED = 1 << 22      # ext.frames is this socket's framing state (_framing.pxi)
 
 cdef enum:
     BT_BYTES = 0
@@ -55,6 +56,7 @@ cdef class _Ctx:
     cdef object server_hostname
     cdef bint pause_on_connect   # sockets start paused: `open` fires, `data` waits for resume()
     cdef bint idle_read          # idle_timeout_mode="read": only reads restart the idle timeout
+    cdef object framing          # _FrameRule every socket starts with, or None (_framing.pxi)
     cdef set_handlers(self, tuple h)
     cdef _Ctx copy(self)
     cdef tuple handlers(self)
@@ -73,6 +75,7 @@ cdef class _Waker(_Handle):
 cdef class _RecvBuf:
     cdef char *buf
     cdef Py_ssize_t lent           # length of the view being lent
+    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages)
     cdef int exports               # buffer exports alive (memoryviews of it)
     cdef int alloc(self, Py_ssize_t size) except -1
 
@@ -189,6 +192,7 @@ cdef class _SockExt:
     cdef _Pipe pipe_out           # relays what this socket reads (F_PIPE_SRC)
     cdef _Pipe pipe_in            # relays into this socket (F_PIPE_DST)
     cdef object proxy_header      # set by bunsock.proxy_protocol.accept (Socket.proxy_header)
+    cdef object frames            # _FrameState while F_FRAMED (_framing.pxi)
 
 cdef class _CorkCtx:
     cdef Socket s

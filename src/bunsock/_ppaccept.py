@@ -6,6 +6,7 @@ event at all. Per-socket state lives in one module dict, keyed by socket, so tha
 listener.reload(accept(other)) in the middle of a header carries on with the bytes read so far.
 """
 import math
+from typing import Any, Optional
 
 from ._api import resolve_handlers
 from ._loop import HANDLER_NAMES
@@ -158,7 +159,8 @@ class _Accept:
         _drop(sock)      # the user's open never ran: their close does not either
 
 
-def accept(handlers, *, timeout=5.0, max_size=V2_MAX_DEFAULT):
+def accept(handlers: Any, *, timeout: Optional[float] = 5.0,
+           max_size: int = V2_MAX_DEFAULT) -> Any:
     """Wrap a handler table so that a listener reads a PROXY protocol header (v1 or v2) from
     each connection before the table's handlers see it.
 
@@ -183,7 +185,10 @@ def accept(handlers, *, timeout=5.0, max_size=V2_MAX_DEFAULT):
 
     Raises TypeError for an invalid table (as listen does), ValueError for a negative or
     non-finite timeout or a max_size outside 16..65551. Not for TLS listeners: the header comes
-    before the TLS handshake, so read it on a plain listener.
+    before the TLS handshake, so read it on a plain listener. `listener.reload()` replaces the
+    wrapper too: pass `accept(new_table)` to keep reading headers (a header half read by then is
+    finished by the new wrapper). A connection already handed over runs on its own copy of the
+    table, so `listener.reload()` does not reach it: `reload` such sockets one by one.
     """
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):

@@ -536,6 +536,8 @@ cdef object _pipe(Socket s, object dest, object hwm, object lwm, object splice):
     d._get_ext().pipe_in = p
     s.flags |= F_PIPE_SRC
     d.flags |= F_PIPE_DST
+    if s.flags & F_FRAMED:
+        _frames_to_pipe(s, d)        # bytes read and not yet delivered go first
     if s.flags & F_EOF:
         # The FIN was read before the pipe existed (its `end` fired): forward it now.
         d._end()

@@ -153,6 +153,8 @@ cdef class Socket(_SocketReader):
         self.flags &= ~F_PAUSED
         if self.state == ST_OPEN and not (self.flags & (F_EOF | F_PIPE_HELD)):
             self._set_mask(self.mask | BS_READABLE)
+        if self.flags & F_FRAMED:
+            _frames_resumed(self)      # messages held back by pause() go first
         if self.flags & F_TLS:
             (<_TlsHook>self.ext.tls).resumed(self)    # records already decrypted-able in the BIO
 
@@ -233,6 +235,29 @@ cdef class Socket(_SocketReader):
         already read for the destination are still delivered to it. Returns the destination,
         or None when this socket was not piped."""
         return _unpipe(self)
+
+    @property
+    def framing(self):
+        """The framing rule `data` messages are cut by (bunsock.framing.lines(...) or
+        length_prefixed(...)), or None for raw bytes. Setting it switches at once, also inside
+        `data`: bytes already read but not delivered are framed by the new rule (None: they
+        come as one raw chunk). Raises TypeError for anything but a rule or None."""
+        return _frames_get(self)
+
+    @framing.setter
+    def framing(self, value):
+        _frames_set(self, value)
+
+    @cython.always_allow_keywords(False)  # METH_O: one call per message, no argument parsing
+    def write_frame(self, payload):
+        """Write payload as one frame of this socket's framing rule: the length header (or
+        the delimiter) is added in C, one append. The frame is taken whole or not at all
+        under high_water_mark (with nothing buffered it is always taken). Returns the bytes
+        accepted (header or delimiter included, > 0), 0 when high_water_mark refused the frame
+        (a `drain` follows), -1 on a closed or ending socket. Raises TypeError for a str,
+        ValueError without a framing rule, for a payload too long for the header, or for a
+        line payload that contains the delimiter."""
+        return _write_frame(self, payload)
 
     @property
     def piped_to(self):

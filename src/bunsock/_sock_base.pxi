@@ -168,6 +168,8 @@ cdef Socket _new_socket(Loop loop, _Ctx ctx, data, int fd, Listener listener):
     s.flags = F_REFED
     loop.refs += 1
     s.last_active = s.last_read = <uint32_t>loop.now
+    if ctx.framing is not None:
+        _frames_attach(s, <_FrameRule>ctx.framing)
     Py_INCREF(s)     # the loop's reference, dropped after the batch in which it closes
     return s
 

@@ -64,8 +64,10 @@ cdef class _SocketReader(_SocketWriter):
         cdef object h = ctx.on_data
         cdef object buf
         cdef int bt = ctx.binary_type
-        if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
-            return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+        if self.flags & (F_PIPE_SRC | F_FRAMED):
+            if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
+                return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+            return _frames_feed(<Socket>self, loop.rbuf, n)      # whole messages (_framing.pxi)
         if h is None:
             return 0
         if bt == BT_BYTES:
@@ -95,6 +97,8 @@ cdef class _SocketReader(_SocketWriter):
                 return 0
         if self.flags & F_PIPE_SRC:
             return _relay_eof(<Socket>self)      # the FIN goes on to the destination
+        if (self.flags & F_FRAMED) and _frames_eof(<Socket>self):
+            return 0      # held messages wait for resume(), or EOF cut one (FramingError)
         h = self.ctx.on_end
         if h is not None:
             self._call(h)

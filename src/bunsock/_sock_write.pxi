@@ -310,6 +310,33 @@ cdef class _SocketWriter(_SocketBase):
         return accepted
 
 
+cdef char *_cork_extend(_SocketWriter s, Py_ssize_t n) except? NULL:
+    """A corked plaintext write of n bytes the caller fills in place (write_frame builds its
+    frame straight into the sink: no copy on the way): what _write_raw's cork branch does,
+    minus the copy. NULL when the write must go through _write instead (not corked, not open,
+    TLS, backed up, or past CORK_LIMIT or high_water_mark)."""
+    cdef Loop loop = s.loop
+    cdef Py_ssize_t pending
+    cdef char *out
+    if ((loop.depth == 0 and s.cork_depth == 0) or s.state != ST_OPEN
+            or (s.flags & (F_TLS | F_BACKED_UP | F_ENDING | F_SHUT_WR))):
+        return NULL
+    pending = _SocketWriter._pending(s)
+    if pending + n > CORK_LIMIT or (s.ctx.hwm >= 0 and pending + n > s.ctx.hwm):
+        return NULL
+    s._spill_cork()
+    out = bs_sink_extend(&s.sink, n)
+    if out == NULL:
+        raise MemoryError()
+    s.last_active = <uint32_t>loop.now
+    s.flags &= ~F_IDLE_FIRED
+    if loop.depth > 0 and not (s.flags & F_CORKED):
+        s.flags |= F_CORKED
+        s.cork_next = loop.cork_head
+        loop.cork_head = s
+    return out
+
+
 # Sink capacity hysteresis. A sink that empties keeps its storage (sink.c), so a connection
 # under sustained backpressure does not regrow 16 KiB -> 2 MiB, recopying at every doubling, in
 # each episode. Storage above BS_SINK_KEEP that then stays unused is released here: a sweep every

@@ -13,6 +13,7 @@ read included) untouched.
 RFC 8446 §4.1.2 (ClientHello), §5.1 (records), RFC 6066 §3 (server_name), RFC 7301 (ALPN).
 """
 import struct
+from typing import List, Optional, Union
 
 __all__ = ["ClientHello", "parse", "MAX_SIZE_DEFAULT"]
 
@@ -38,18 +39,20 @@ class ClientHello:
 
     __slots__ = ("server_name", "alpn", "legacy_version", "length")
 
-    def __init__(self, server_name, alpn, legacy_version, length):
+    def __init__(self, server_name: Optional[str], alpn: List[str], legacy_version: int,
+                 length: int) -> None:
         self.server_name = server_name
         self.alpn = alpn
         self.legacy_version = legacy_version
         self.length = length
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "ClientHello(server_name=%r, alpn=%r, legacy_version=0x%04x, length=%d)" % (
             self.server_name, self.alpn, self.legacy_version, self.length)
 
 
-def parse(buf, *, max_size=MAX_SIZE_DEFAULT):
+def parse(buf: Union[bytes, bytearray, memoryview], *,
+          max_size: int = MAX_SIZE_DEFAULT) -> Optional[ClientHello]:
     """Decode the TLS ClientHello at the front of `buf` (any bytes-like object), which may
     span several records.
 
@@ -109,7 +112,7 @@ def parse(buf, *, max_size=MAX_SIZE_DEFAULT):
     return _decode(bytes(msg[4:need]), pos)
 
 
-def _check_partial_header(h):
+def _check_partial_header(h: Union[bytes, memoryview]) -> None:
     # A record header cut short: reject what cannot become a handshake record.
     if len(h) >= 1 and h[0] != _HANDSHAKE:
         raise ValueError("not a TLS handshake record (first byte 0x%02x)" % h[0])
@@ -120,32 +123,32 @@ def _check_partial_header(h):
 class _Reader:
     __slots__ = ("b", "i", "end")
 
-    def __init__(self, b, i=0, end=None):
+    def __init__(self, b: bytes, i: int = 0, end: Optional[int] = None) -> None:
         self.b, self.i = b, i
         self.end = len(b) if end is None else end
 
-    def take(self, n, what):
+    def take(self, n: int, what: str) -> bytes:
         if self.i + n > self.end:
             raise ValueError("ClientHello truncated in %s" % what)
         out = self.b[self.i:self.i + n]
         self.i += n
         return out
 
-    def u8(self, what):
+    def u8(self, what: str) -> int:
         return self.take(1, what)[0]
 
-    def u16(self, what):
-        return struct.unpack("!H", self.take(2, what))[0]
+    def u16(self, what: str) -> int:
+        return int(struct.unpack("!H", self.take(2, what))[0])
 
-    def vec(self, lenbytes, what):
+    def vec(self, lenbytes: int, what: str) -> bytes:
         n = self.u8(what) if lenbytes == 1 else self.u16(what)
         return self.take(n, what)
 
-    def done(self):
+    def done(self) -> bool:
         return self.i >= self.end
 
 
-def _decode(body, length):
+def _decode(body: bytes, length: int) -> ClientHello:
     r = _Reader(body)
     legacy_version = r.u16("legacy_version")
     r.take(32, "random")
@@ -157,7 +160,8 @@ def _decode(body, length):
         raise ValueError("ClientHello cipher_suites of %d bytes" % len(suites))
     if not r.vec(1, "compression_methods"):
         raise ValueError("ClientHello without compression methods")
-    server_name, alpn = None, []
+    server_name: Optional[str] = None
+    alpn: List[str] = []
     if not r.done():        # TLS 1.2 allows no extensions at all
         exts = _Reader(r.vec(2, "extensions"))
         if not r.done():
@@ -176,7 +180,7 @@ def _decode(body, length):
     return ClientHello(server_name, alpn, legacy_version, length)
 
 
-def _server_name(data):
+def _server_name(data: bytes) -> Optional[str]:
     r = _Reader(data)
     names = _Reader(r.vec(2, "server_name list"))
     if not r.done() or names.done():
@@ -197,7 +201,7 @@ def _server_name(data):
     return host
 
 
-def _alpn(data):
+def _alpn(data: bytes) -> List[str]:
     r = _Reader(data)
     lst = _Reader(r.vec(2, "ALPN list"))
     if not r.done() or lst.done():

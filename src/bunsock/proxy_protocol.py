@@ -22,6 +22,10 @@ a plain `bunsock.listen` reads the header (v1 or v2) before anything of the user
 """
 import ipaddress
 import struct
+from typing import Iterable, Optional, Tuple, Union
+
+Address = Tuple[str, int]
+_IP = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 __all__ = ["ProxyHeader", "ProxyProtocolError", "accept", "encode_v1", "encode_v2", "parse",
            "V1_MAX", "V2_MAX_DEFAULT"]
@@ -55,7 +59,9 @@ class ProxyHeader:
 
     __slots__ = ("version", "command", "family", "source", "destination", "length", "tlvs")
 
-    def __init__(self, version, command, family, source, destination, length, tlvs=()):
+    def __init__(self, version: int, command: str, family: Optional[str],
+                 source: Optional[Address], destination: Optional[Address], length: int,
+                 tlvs: Iterable[Tuple[int, bytes]] = ()) -> None:
         self.version = version
         self.command = command
         self.family = family
@@ -64,7 +70,7 @@ class ProxyHeader:
         self.length = length
         self.tlvs = tuple(tlvs)
 
-    def tlv(self, type):
+    def tlv(self, type: int) -> Optional[bytes]:
         """The value (bytes) of the first TLV of `type` (an int, e.g. 0x01 ALPN, 0x02
         authority), or None."""
         for t, v in self.tlvs:
@@ -72,20 +78,21 @@ class ProxyHeader:
                 return v
         return None
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProxyHeader):
             return NotImplemented
         return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return ("ProxyHeader(version=%d, command=%r, family=%r, source=%r, destination=%r, "
                 "length=%d, tlvs=%r)" % (self.version, self.command, self.family, self.source,
                                          self.destination, self.length, self.tlvs))
 
 
-def parse(buf, *, max_size=V2_MAX_DEFAULT):
+def parse(buf: Union[bytes, bytearray, memoryview], *,
+          max_size: int = V2_MAX_DEFAULT) -> Optional[ProxyHeader]:
     """Decode a PROXY protocol header (v1 or v2) at the front of `buf` (any bytes-like object).
 
     Returns a `ProxyHeader` (its `length` says how many bytes of `buf` the header took; what
@@ -110,7 +117,7 @@ def parse(buf, *, max_size=V2_MAX_DEFAULT):
     raise ProxyProtocolError("not a PROXY protocol header (starts with %r)" % b[:8])
 
 
-def _parse_v1(b):
+def _parse_v1(b: bytes) -> Optional[ProxyHeader]:
     n = min(len(b), len(_V1_SIG))
     if b[:n] != _V1_SIG[:n]:
         raise ProxyProtocolError("not a PROXY protocol header (starts with %r)" % b[:8])
@@ -149,18 +156,18 @@ def _parse_v1(b):
     return ProxyHeader(1, "PROXY", "IPv%d" % version, src, dst, length)
 
 
-def _v1_ip(s, version, text):
+def _v1_ip(s: str, version: int, text: str) -> str:
     try:
         ip = ipaddress.IPv4Address(s) if version == 4 else ipaddress.IPv6Address(s)
     except ValueError:
         raise ProxyProtocolError("bad IPv%d address %r in PROXY v1 header %r"
                                  % (version, s, text)) from None
-    if version == 6 and ip.scope_id is not None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
         raise ProxyProtocolError("bad IPv6 address %r in PROXY v1 header %r" % (s, text))
     return str(ip)
 
 
-def _v1_port(s, text):
+def _v1_port(s: str, text: str) -> int:
     # 1 to 5 decimal digits, no sign, no leading zero (the spec's grammar), at most 65535.
     if not (s.isascii() and s.isdigit()) or len(s) > 5 or (len(s) > 1 and s[0] == "0") \
             or int(s) > 65535:
@@ -168,7 +175,7 @@ def _v1_port(s, text):
     return int(s)
 
 
-def _parse_v2(b, max_size):
+def _parse_v2(b: bytes, max_size: int) -> Optional[ProxyHeader]:
     n = min(len(b), len(_V2_SIG))
     if b[:n] != _V2_SIG[:n]:
         raise ProxyProtocolError("not a PROXY protocol header (starts with %r)" % b[:8])
@@ -219,7 +226,7 @@ def _parse_v2(b, max_size):
 
 # -- building headers ------------------------------------------------------------------------
 
-def _addr(a, what):
+def _addr(a: Optional[Address], what: str) -> Optional[Tuple[_IP, int]]:
     if a is None:
         return None
     try:
@@ -239,20 +246,21 @@ def _addr(a, what):
     return ip, port
 
 
-def _same_family(s, d):
+def _same_family(s: Tuple[_IP, int], d: Tuple[_IP, int]
+                 ) -> Tuple[Tuple[_IP, int], Tuple[_IP, int]]:
     """Both addresses in one family: an IPv4 one becomes IPv4-mapped IPv6 beside an IPv6 one,
     and a pair of IPv4-mapped ones is sent as IPv4."""
     (si, sp), (di, dp) = s, d
     if si.version == 6 and di.version == 6 and si.ipv4_mapped and di.ipv4_mapped:
         return (si.ipv4_mapped, sp), (di.ipv4_mapped, dp)
     if si.version != di.version:
-        def v6(ip):
+        def v6(ip: _IP) -> _IP:
             return ip if ip.version == 6 else ipaddress.IPv6Address("::ffff:" + str(ip))
         return (v6(si), sp), (v6(di), dp)
     return s, d
 
 
-def encode_v1(source, destination):
+def encode_v1(source: Optional[Address], destination: Optional[Address]) -> bytes:
     """The v1 (text) header for a connection from `source` to `destination`, each `(ip, port)`
     (ip a str; a scope id is dropped) or None.
 
@@ -268,7 +276,8 @@ def encode_v1(source, destination):
     return ("PROXY TCP%d %s %s %d %d\r\n" % (si.version, si, di, sp, dp)).encode("ascii")
 
 
-def encode_v2(source, destination, *, command="PROXY", tlvs=()):
+def encode_v2(source: Optional[Address], destination: Optional[Address], *,
+              command: str = "PROXY", tlvs: Iterable[Tuple[int, bytes]] = ()) -> bytes:
     """The v2 (binary) header for a connection from `source` to `destination`, each `(ip, port)`
     or None.
 
