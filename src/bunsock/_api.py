@@ -202,6 +202,17 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
            loop=None):
     """Bind and listen; connections are accepted on the loop and handed to `socket` handlers.
 
+    Handlers (methods of the `socket` object, or keys of a mapping; all optional but one of
+    data/drain; each is called with the accepted Socket first):
+      open(sock)                  accepted (TLS: handshake done), before any data
+      data(sock, buf)             bytes read (no message boundaries); buf per binary_type
+      drain(sock)                 the write backlog (sock.buffered_amount) has flushed
+      end(sock)                   the peer sent FIN
+      close(sock, err)            once, after the socket closed; err None or an OSError
+      error(sock, exc)            another handler raised exc
+      timeout(sock)               the idle timeout expired (no handler: closed, TimeoutError)
+      handshake(sock, success, auth_error)   TLS handshake finished or failed
+
     Parameters (keyword-only):
       hostname, port: address to bind (port 0 picks a free one: read listener.port); or
       unix: a unix socket path (str/bytes/PathLike; "\\0name" for a Linux abstract name); or
@@ -313,6 +324,11 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
 
     `open` fires on success (TLS: after the handshake unless a `handshake` handler exists),
     `connect_error(sock, exc)` on failure; nothing blocks: names resolve in a thread pool.
+    Handlers: those of listen() (open, data, drain, end, close, error, timeout, handshake,
+    called as there), plus
+      connect_error(sock, exc)    the connection failed before open (refused, timed out,
+                                  name not found, TLS handshake failed); open/close never fire
+
     Parameters (keyword-only):
       hostname, port: where to connect; a name with several addresses races them (Happy
         Eyeballs): the next starts after happy_eyeballs_delay seconds (0.25; 0 or None: one

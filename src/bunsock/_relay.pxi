@@ -1,5 +1,5 @@
 # The relay: a.pipe(b) moves what `a` reads into `b`'s write path inside the loop, in C, with no
-# Python object per chunk (docs/API.md §12).
+# Python object per chunk (docs/API.md §14).
 #
 # Two ways to move the bytes, chosen per pipe:
 #   buffered  recv into the loop's receive buffer and send from it (b's sink keeps what the kernel

@@ -225,7 +225,7 @@ cdef class Socket(_SocketReader):
         (default 128 KiB) and restarts at `low_water_mark` (default a quarter of it); this
         socket's FIN becomes dest.end() after the relayed bytes; a reset or error on either side
         resets the other. splice=None picks the faster path measured for plain TCP (see
-        docs/API.md §12), True asks for splice(2) (Linux, plaintext both sides), False for the
+        docs/API.md §14), True asks for splice(2) (Linux, plaintext both sides), False for the
         buffered path. Returns `dest`. Raises TypeError for a non-Socket, ValueError for a
         closed socket, itself, a socket already piped, bad marks, or splice=True with TLS."""
         return _pipe(self, dest, high_water_mark, low_water_mark, splice)
@@ -284,6 +284,8 @@ cdef class Socket(_SocketReader):
 
     @property
     def ready_state(self):
+        """The socket's state: "connecting", "open", "closing" (ended, flushing its writes) or
+        "closed"."""
         if self.state == ST_CONNECTING:
             return "connecting"
         if self.state == ST_CLOSED:
@@ -303,22 +305,27 @@ cdef class Socket(_SocketReader):
 
     @property
     def bytes_written(self):
+        """Bytes handed to the kernel so far (relayed bytes included)."""
         return self.bytes_written
 
     @property
     def bytes_read(self):
+        """Bytes read from the kernel so far (relayed bytes included)."""
         return self.bytes_read
 
     @property
     def listener(self):
+        """The Listener that accepted this socket; None for a client made by connect()."""
         return self._listener
 
     @property
     def loop(self):
+        """The Loop this socket belongs to."""
         return self.loop
 
     @property
     def paused(self):
+        """Whether reading is paused (pause() or pause_on_connect=True; resume() restarts it)."""
         return bool(self.flags & F_PAUSED)
 
     @property
@@ -390,32 +397,39 @@ cdef class Socket(_SocketReader):
 
     @property
     def remote_address(self):
+        """The peer's IP address as text, or None (unix socket, or not connected yet)."""
         return self._addr(True)[0]
 
     @property
     def remote_port(self):
+        """The peer's port, or None (unix socket, or not connected yet)."""
         return self._addr(True)[1]
 
     @property
     def local_address(self):
+        """This end's IP address as text, or None (unix socket, or not connected yet)."""
         return self._addr(False)[0]
 
     @property
     def local_port(self):
+        """This end's port, or None (unix socket, or not connected yet)."""
         return self._addr(False)[1]
 
     @property
     def family(self):
+        """"IPv4" or "IPv6"; None for a unix socket or while connecting."""
         return self._addr(True)[2] if self.state != ST_CONNECTING else None
 
     # TLS accessors (None on a plaintext socket)
     @property
     def authorized(self):
+        """TLS: whether the peer's certificate was verified; False on a plaintext socket."""
         t = self._tls()
         return False if t is None else t.authorized
 
     @property
     def alpn_protocol(self):
+        """TLS: the protocol ALPN settled on (e.g. "h2"), or None."""
         t = self._tls()
         return None if t is None else t.sslobj.selected_alpn_protocol()
 

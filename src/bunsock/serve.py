@@ -32,6 +32,13 @@ class _Stop(Exception):
     pass
 
 
+# Blocked across fork() in the parent: a SIGINT/SIGTERM arriving then is held until the child has
+# its own handlers (else the parent's handler runs in the child, raises inside its at-fork hooks
+# and the signal is lost) and until the parent has recorded the child's pid (else it is never
+# told to stop).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _worker(setup, inherited, forwarded):
     # The parent's handlers must not run in the child; SIGTERM ends a worker, Ctrl-C in a
     # terminal reaches the whole process group and the parent coordinates the stop.
@@ -41,7 +48,8 @@ def _worker(setup, inherited, forwarded):
     # setup() did not ask for it; the parent's forwarder must not run here either.
     for s in forwarded:
         signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
+    # Unblocked only now (see spawn): a pending SIGTERM ends this worker here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(forwarded) | _STOP_SIGNALS)
     code = 0
     try:
         from . import run
@@ -89,14 +97,19 @@ def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5,
     children = {}
 
     def spawn(slot):
-        # Blocked across fork: until the child ignores them, a forwarded signal would run the
-        # parent's forwarder in the child (which knows its siblings' pids).
-        signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
-        pid = os.fork()
-        if pid == 0:
-            _worker(setup, inherited, forwarded)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
-        children[pid] = slot
+        # Blocked across fork: until the child has its own handlers, a forwarded signal would
+        # run the parent's forwarder in the child (which knows its siblings' pids) and a stop
+        # signal the parent's handler (lost there); until the parent has recorded the pid, a
+        # stop signal would leave this child unstopped.
+        blocked = set(forwarded) | _STOP_SIGNALS
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _worker(setup, inherited, forwarded)
+            children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
     def on_signal(signum, frame):
         # Raising is what interrupts os.waitpid: PEP 475 retries it after a handler returns.
