@@ -11,14 +11,18 @@ UDP datagrams:
     client -> server     <id> <x> <y>                (latest position; also registers the endpoint)
     server -> client     STATE <tick> <id>:<x>,<y> ...   every tick, to each player of the room
 
-Reliable events are queued per room and written once per tick with one Group.write (one Python
-call per room, however many players); the state goes out with one send_many per room.
+The TCP side is framed by the loop (framing=lines): `data` gets one command at a time, a line
+longer than 512 bytes closes the connection (FramingError), and replies are written with
+write_frame (the newline is added in C). Reliable events are queued per room and written once per
+tick with one Group.write_frame (one Python call per room, however many players); the state goes
+out with one send_many per room.
 """
 import itertools
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import bunsock
+from bunsock import framing
 
 TICK_HZ = 20
 
@@ -48,18 +52,12 @@ class Lobby:
     """TCP handlers: line commands, joins and leaves."""
 
     def open(self, sock: bunsock.Socket) -> None:
-        sock.data = {"buf": b"", "player": None}
+        sock.data = {"player": None}
         sock.timeout(60)
 
-    def data(self, sock: bunsock.Socket, buf: bytes) -> None:
-        st = sock.data
-        st["buf"] += buf
-        if len(st["buf"]) > 4096:
-            sock.end(b"ERROR line too long\n")
-            return
-        *lines, st["buf"] = st["buf"].split(b"\n")
-        for line in lines:
-            self.command(sock, st, line.strip().decode("utf-8", "replace"))
+    def data(self, sock: bunsock.Socket, line: bytes) -> None:
+        # One whole line per call (framing=): no buffering or splitting here.
+        self.command(sock, sock.data, line.strip().decode("utf-8", "replace"))
 
     def command(self, sock: bunsock.Socket, st: Dict[str, Any], line: str) -> None:
         verb, _, rest = line.partition(" ")
@@ -67,21 +65,22 @@ class Lobby:
         if verb == "JOIN" and p is None:
             room_name, _, name = rest.partition(" ")
             if not room_name or not name:
-                sock.write(b"ERROR usage: JOIN <room> <name>\n")
+                sock.write_frame(b"ERROR usage: JOIN <room> <name>")
                 return
             room = rooms.get(room_name) or rooms.setdefault(room_name, Room(room_name))
             p = st["player"] = Player(next(next_id), name[:32], room, sock)
             players[p.id] = room.players[p.id] = p
             room.group.add(sock)
-            sock.write(b"WELCOME %d\n" % p.id)
-            room.events.append("JOINED %d %s\n" % (p.id, p.name))
+            sock.write_frame(b"WELCOME %d" % p.id)
+            room.events.append("JOINED %d %s" % (p.id, p.name))
         elif verb == "SAY" and p is not None:
-            p.room.events.append("CHAT %s %s\n" % (p.name, rest[:200]))
+            p.room.events.append("CHAT %s %s" % (p.name, rest[:200]))
         else:
-            sock.write(b"ERROR unknown or out-of-order command\n")
+            sock.write_frame(b"ERROR unknown or out-of-order command")
 
     def timeout(self, sock: bunsock.Socket) -> None:
-        sock.end(b"BYE idle\n")
+        sock.write_frame(b"BYE idle")
+        sock.end()
 
     def close(self, sock: bunsock.Socket, err: Optional[BaseException]) -> None:
         # The socket has already left its room's Group; the game state is ours to clean up.
@@ -89,7 +88,7 @@ class Lobby:
         if p is not None:
             del players[p.id]
             del p.room.players[p.id]
-            p.room.events.append("LEFT %d %s\n" % (p.id, p.name))
+            p.room.events.append("LEFT %d %s" % (p.id, p.name))
             if not p.room.players:
                 del rooms[p.room.name]
 
@@ -113,9 +112,9 @@ def tick(udp: bunsock.UdpSocket) -> None:
     global tick_no
     tick_no += 1
     for room in list(rooms.values()):
-        if room.events:
-            room.group.write("".join(room.events).encode())    # one call for the whole room
-            room.events.clear()
+        for event in room.events:
+            room.group.write_frame(event.encode())   # one call per event for the whole room
+        room.events.clear()
         state = ("STATE %d " % tick_no + " ".join(
             "%d:%.1f,%.1f" % (p.id, p.pos[0], p.pos[1]) for p in room.players.values())).encode()
         udp.send_many([(state,) + p.udp for p in room.players.values() if p.udp is not None])
@@ -123,7 +122,8 @@ def tick(udp: bunsock.UdpSocket) -> None:
 
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Lobby())
+    server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Lobby(),
+                            framing=framing.lines(max_size=512))
     udp = bunsock.udp_socket(hostname="127.0.0.1", port=server.port or 0, socket=State())
     bunsock.call_every(1 / TICK_HZ, tick, udp)
     print("game server: tcp+udp on port", server.port)

@@ -2,13 +2,14 @@
 
     python -m bunsock --version                   print the version
     python -m bunsock bench [--quick] [--json]    compare bunsock with asyncio/uvloop here (see bench.py)
-    python -m bunsock proxy --listen H:P --upstream H:P [...]    TCP/TLS proxy (see proxy.py)
+    python -m bunsock proxy --listen H:P --upstream H:P [...]    TCP/TLS proxy (see proxy/)
 """
 import sys
 
 USAGE = """usage: python -m bunsock --version
        python -m bunsock bench [--quick] [--json] [--servers LIST] [--reps N] [--duration S]
        python -m bunsock proxy --listen HOST:PORT --upstream HOST:PORT [--upstream ...] [options]
+       python -m bunsock proxy --config FILE [options]
 
   (the `bunsock` console script takes the same arguments)
 

@@ -45,7 +45,7 @@ IDLE_TIMEOUT_MODES = ("any", "read")
 
 def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls=None,
               server_side=False, server_hostname=None, pause_on_connect=False,
-              low_water_mark=None, idle_timeout_mode="any"):
+              low_water_mark=None, idle_timeout_mode="any", framing=None):
     handlers = resolve_handlers(socket)
     if idle_timeout_mode not in IDLE_TIMEOUT_MODES:
         raise ValueError("idle_timeout_mode must be 'any' (reads and writes restart the idle "
@@ -60,7 +60,8 @@ def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls
         raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)" % (lwm, hwm))
     return _loop._make_ctx(handlers, BINARY_TYPES[binary_type], bool(allow_half_open), hwm,
                            int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname,
-                           bool(pause_on_connect), lwm, idle_timeout_mode == "read")
+                           bool(pause_on_connect), lwm, idle_timeout_mode == "read",
+                           _loop._compile_framing(framing))
 
 
 # sizeof(sockaddr_un.sun_path) less the terminating NUL: 108 - 1 on Linux, 104 - 1 on macOS/BSD.
@@ -197,8 +198,20 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
            high_water_mark=None, binary_type="bytes", idle_timeout=None, max_connections=None,
            pause_on_connect=False, sockopts=None, fastopen=None, defer_accept=None,
            freebind=False, transparent=False, mark=None, send_buffer_size=None,
-           recv_buffer_size=None, low_water_mark=None, idle_timeout_mode="any", loop=None):
+           recv_buffer_size=None, low_water_mark=None, idle_timeout_mode="any", framing=None,
+           loop=None):
     """Bind and listen; connections are accepted on the loop and handed to `socket` handlers.
+
+    Handlers (methods of the `socket` object, or keys of a mapping; all optional but one of
+    data/drain; each is called with the accepted Socket first):
+      open(sock)                  accepted (TLS: handshake done), before any data
+      data(sock, buf)             bytes read (no message boundaries); buf per binary_type
+      drain(sock)                 the write backlog (sock.buffered_amount) has flushed
+      end(sock)                   the peer sent FIN
+      close(sock, err)            once, after the socket closed; err None or an OSError
+      error(sock, exc)            another handler raised exc
+      timeout(sock)               the idle timeout expired (no handler: closed, TimeoutError)
+      handshake(sock, success, auth_error)   TLS handshake finished or failed
 
     Parameters (keyword-only):
       hostname, port: address to bind (port 0 picks a free one: read listener.port); or
@@ -220,6 +233,8 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         (only bytes received do: "no message from the peer for N seconds").
       max_connections: stop accepting at this many live sockets, resume below it.
       pause_on_connect: sockets start paused (open fires; data waits for resume()).
+      framing: a rule from bunsock.framing (lines(...), length_prefixed(...)): `data` gets
+        whole messages and write_frame() adds the header or delimiter (None: raw bytes).
       sockopts=[(level, option, int|bytes)], send_buffer_size, recv_buffer_size, fastopen
         (True or queue length), defer_accept (s), freebind, transparent, mark: options set
         before bind().
@@ -229,7 +244,8 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
     a bind error names the address: "cannot listen on 127.0.0.1:8080"); FileNotFoundError
     naming a missing tls= file; ValueError for a bad port, endpoint, binary_type or value;
     TypeError for a bad handler table (a class instead of an instance, no data/drain, an entry
-    that is not callable, an async def, an unknown key or a name almost a handler's)."""
+    that is not callable, an async def, an unknown key or a name almost a handler's), or a
+    framing that is not a bunsock.framing rule."""
     adopt = fd is not None or sock is not None
     if adopt:
         if hostname is not None or port is not None or unix is not None:
@@ -248,7 +264,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
                     _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect,
-                    low_water_mark, idle_timeout_mode)
+                    low_water_mark, idle_timeout_mode, framing)
     loop = loop if loop is not None else _loop.get_loop()
     if adopt:
         fd, family, local = _adopted_fd(fd, sock, True)
@@ -302,11 +318,17 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
             binary_type="bytes", timeout=None, happy_eyeballs_delay=0.25, pause_on_connect=False,
             sockopts=None, fastopen=False, freebind=False, transparent=False, mark=None,
             send_buffer_size=None, recv_buffer_size=None, low_water_mark=None,
-            connect_timeout=None, idle_timeout=None, idle_timeout_mode="any", loop=None):
+            connect_timeout=None, idle_timeout=None, idle_timeout_mode="any", framing=None,
+            loop=None):
     """Start connecting; returns the Socket at once (ready_state "connecting").
 
     `open` fires on success (TLS: after the handshake unless a `handshake` handler exists),
     `connect_error(sock, exc)` on failure; nothing blocks: names resolve in a thread pool.
+    Handlers: those of listen() (open, data, drain, end, close, error, timeout, handshake,
+    called as there), plus
+      connect_error(sock, exc)    the connection failed before open (refused, timed out,
+                                  name not found, TLS handshake failed); open/close never fire
+
     Parameters (keyword-only):
       hostname, port: where to connect; a name with several addresses races them (Happy
         Eyeballs): the next starts after happy_eyeballs_delay seconds (0.25; 0 or None: one
@@ -317,8 +339,8 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
       data: initial sock.data.
       tls: True (system trust store), an ssl.SSLContext, or a mapping (docs/TLS.md);
         session=: an ssl.SSLSession to resume.
-      allow_half_open, high_water_mark, low_water_mark, binary_type, pause_on_connect: as for
-        listen().
+      allow_half_open, high_water_mark, low_water_mark, binary_type, pause_on_connect,
+        framing: as for listen().
       local_address, local_port: bind the local end first.
       connect_timeout: seconds bounding resolution + connect (+ TLS handshake): then
         `connect_error` gets TimeoutError (None: no bound).
@@ -359,7 +381,8 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     elif session is not None:
         raise ValueError("session= resumes a TLS session: it needs tls=")
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls_ctx,
-                    False, server_hostname, pause_on_connect, low_water_mark, idle_timeout_mode)
+                    False, server_hostname, pause_on_connect, low_water_mark, idle_timeout_mode,
+                    framing)
     loop = loop if loop is not None else _loop.get_loop()
     if sock is not None:
         fd, _family, _local = _adopted_fd(None, sock, False)

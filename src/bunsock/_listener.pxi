@@ -228,18 +228,24 @@ cdef class Listener(_Handle):
 
     @property
     def port(self):
+        """The bound TCP port (the one picked when listen() was given port=0); None for a unix
+        listener."""
         return None if self._unix is not None else self._port
 
     @property
     def hostname(self):
+        """The hostname given to listen() (for listen(fd=/sock=): the address read from the
+        socket)."""
         return self._hostname
 
     @property
     def unix(self):
+        """The unix socket path of a unix listener, else None."""
         return self._unix
 
     @property
     def connections(self):
+        """How many accepted sockets of this listener are open now."""
         return self._connections
 
     @property
@@ -305,6 +311,7 @@ cdef class Listener(_Handle):
 
     @property
     def loop(self):
+        """The Loop this listener belongs to."""
         return self.loop
 
     def __enter__(self):

@@ -1,4 +1,5 @@
-# Socket events: readiness from the poller (read, EOF, writable), the idle timer, connecting.
+# Socket events: readiness from the poller (read, EOF; writable goes to the write room), the idle
+# timer, connecting.
 
 
 cdef class _SocketReader(_SocketWriter):
@@ -14,7 +15,7 @@ cdef class _SocketReader(_SocketWriter):
             if self.fd < 0 or self.state == ST_CLOSED:
                 return 0
         if handled & BS_WRITABLE:
-            _SocketReader._on_writable(self)
+            _SocketWriter._on_writable(self)      # the write room's (_sock_write.pxi)
         elif (ev & BS_HANGUP) and not (handled & BS_READABLE):
             # A hang-up on a paused socket with nothing to write: level-triggered HUP would be
             # reported on every wait, so step out of the poller until resume() or a write.
@@ -35,8 +36,7 @@ cdef class _SocketReader(_SocketWriter):
             (<Loop>lp).n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                self.last_active = self.last_read = <uint32_t>(<Loop>lp).now
-                self.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
+                _touch(self, True)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, (<Loop>lp).rbuf, n)
                 else:
@@ -75,6 +75,8 @@ cdef class _SocketReader(_SocketWriter):
                 return 0
         if self.flags & F_PIPE_SRC:
             return _relay_eof(<Socket>self)      # the FIN goes on to the destination
+        if (self.flags & F_FRAMED) and _frames_eof(<Socket>self):
+            return 0      # held messages wait for resume(), or EOF cut one (FramingError)
         h = self.ctx.on_end
         if h is not None:
             self._call(h)
@@ -84,31 +86,6 @@ cdef class _SocketReader(_SocketWriter):
             return self._close(None)
         if not self.ctx.allow_half_open:
             self._end()
-        return 0
-
-    cdef int _on_writable(self) except -1:
-        if self.flags & F_PIPE_DST:
-            return _relay_writable(<Socket>self)
-        if self._pending():
-            self._flush()
-            if self.state != ST_OPEN:
-                return 0
-            if self._pending():
-                # low_water_mark: `drain` fires once the backlog is down to it (once per
-                # episode), so a writer can refill before the kernel runs dry.
-                if ((self.flags & (F_DRAIN_OWED | F_LWM_FIRED)) == F_DRAIN_OWED
-                        and self._backlog() <= self.ctx.lwm):
-                    self.flags |= F_LWM_FIRED
-                    self._drained()
-                return 0
-        # Nothing pending: writable interest is no longer needed, and an owed drain is due,
-        # unless TLS still holds plaintext for its handshake (the drain comes after it).
-        self._set_mask(self.mask & ~BS_WRITABLE)
-        if self.state == ST_OPEN and (self.flags & F_DRAIN_OWED) and self._tls_held() == 0:
-            if self.flags & F_LWM_FIRED:
-                self.flags &= ~(F_DRAIN_OWED | F_LWM_FIRED)    # this episode's drain was had
-            else:
-                self._drained()
         return 0
 
     cdef int _on_timer(self) except -1:
@@ -151,9 +128,8 @@ cdef class _SocketReader(_SocketWriter):
         if self.timeout_ms == 0:
             bs_wheel_cancel(&loop.wheel, &self.t)
             return 0
-        self.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
         loop._arm(&self.t, self.timeout_ms / 1000.0)
-        self.last_active = self.last_read = <uint32_t>loop.now
+        _touch(self, True)
         return 0
 
     # -- connecting --
@@ -225,7 +201,7 @@ cdef class _SocketReader(_SocketWriter):
             self._try_connect()
             return 0
         self.state = ST_OPEN
-        if not (self.flags & F_UNIX):
+        if not (self.flags & F_UNIX) and not _sets_nodelay(self.ext.sockopts):
             bs_set_nodelay(self.fd, 1)
         # pause() while connecting holds: no read interest until resume().
         self._set_mask(0 if self.flags & F_PAUSED else BS_READABLE)
@@ -276,7 +252,8 @@ cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
 
 cdef inline int _deliver(_SocketReader self, Py_ssize_t n) except -1:
     # _SocketReader._deliver, inline into the read loop: the common case (bytes to a `data`
-    # handler) here, the others (a relay, bytearray, memoryview, no handler) out of line. This is
+    # handler) here, the others (a relay, framing, bytearray, memoryview, no handler) out of
+    # line. This is
     # _call_handler spelled out with borrowed references where they are safe (the loop outlives
     # its sockets); the function and the object it is bound to are held, since the handler may
     # reload() the table during the call, and only a handler that raised reads the table again.
@@ -285,7 +262,7 @@ cdef inline int _deliver(_SocketReader self, Py_ssize_t n) except -1:
     cdef object bound = ctx.data_self
     cdef PyObject *lp = <PyObject *>self.loop
     cdef object buf
-    if ctx.binary_type != BT_BYTES or fn is None or (self.flags & F_PIPE_SRC):
+    if ctx.binary_type != BT_BYTES or fn is None or (self.flags & (F_PIPE_SRC | F_FRAMED)):
         return _deliver_other(self, n)
     buf = PyBytes_FromStringAndSize((<Loop>lp).rbuf, n)
     (<Loop>lp).depth += 1
@@ -302,8 +279,10 @@ cdef int _deliver_other(_SocketReader self, Py_ssize_t n) except -1:
     cdef object bound = ctx.data_self
     cdef PyObject *pself = NULL if bound is None else <PyObject *>bound
     cdef object buf
-    if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
-        return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+    if self.flags & (F_PIPE_SRC | F_FRAMED):
+        if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
+            return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+        return _frames_feed(<Socket>self, loop.rbuf, n)      # whole messages (_framing.pxi)
     if fn is None:
         return 0
     if ctx.binary_type == BT_BYTES:

@@ -42,6 +42,26 @@ cdef inline int _nopts_of(_OptList o):
     return 0 if o is None else o.n
 
 
+cdef extern from "<netinet/in.h>":
+    const int IPPROTO_TCP
+
+cdef extern from "<netinet/tcp.h>":
+    const int TCP_NODELAY
+
+
+cdef bint _sets_nodelay(object opts) noexcept:
+    """opts (an _OptList or None) chooses TCP_NODELAY itself: bunsock's default (on, as Bun)
+    must not overwrite it when the connection opens (docs/API.md: the user's options win)."""
+    cdef _OptList o
+    if opts is None:
+        return False
+    o = <_OptList>opts
+    for level, name, _value in o.items:
+        if level == IPPROTO_TCP and name == TCP_NODELAY:
+            return True
+    return False
+
+
 cdef _OptList _opt_list(object items):
     """items: a sequence of (level, option, bytes) already checked by bunsock._api; None or an
     empty sequence gives None (no options)."""

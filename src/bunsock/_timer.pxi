@@ -49,6 +49,8 @@ cdef class Timer:
 
     @property
     def active(self):
+        """Whether the timer is still scheduled (False once a call_later has fired, or after
+        cancel())."""
         return self.active
 
     @property

@@ -569,6 +569,7 @@ def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str i
     """Bind (and connect) a UdpSocket; the argument checking is bunsock._udp_api's."""
     cdef int fd, r, err
     cdef bs_addr peer
+    _check_thread(loop)
     loop._check_open()
     fd = bs_udp_open(family, ip.encode(), port, reuse_port, ipv6_only)
     if fd < 0:

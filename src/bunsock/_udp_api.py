@@ -36,7 +36,13 @@ def udp_socket(*, hostname=None, port=0, socket=None, data=None, binary_type="by
     not; bunsock owns it on success, closes it at close()); hostname/port/reuse_port/ipv6_only
     do not apply to it, connect= does.
     Raises TypeError / ValueError for bad arguments, OSError (EADDRINUSE naming the address,
-    ...) when the kernel refuses."""
+    ...) when the kernel refuses.
+
+    Handlers (socket=: methods of an object, or keys of a mapping; all optional):
+      data(sock, buf, port, address)   one datagram, whole, from address (text) and port
+      drain(sock)                 the kernel can take datagrams again after a refused send
+      error(sock, exc)            another handler raised, or an ICMP error arrived
+      close(sock, err)            once, on close() (err is None)"""
     port = _int_arg("port", port, 0, 65535)
     if binary_type not in BINARY_TYPES:
         raise ValueError("binary_type must be one of %s, not %r"

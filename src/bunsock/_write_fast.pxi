@@ -113,8 +113,7 @@ cdef object _write_bytes(Socket self, object data):
             self.sink.len == 0 and 0 < n <= CORK_LIMIT and
             not (self.flags & (F_ENDING | F_SHUT_WR | F_TLS | F_BACKED_UP | F_PIPE_DST)) and
             (self.ctx.hwm < 0 or n <= self.ctx.hwm)):
-        self.last_active = <uint32_t>(<Loop>lp).now
-        self.flags &= ~F_IDLE_FIRED
+        _touch(self, False)
         self.cork_obj = data
         if not (self.flags & F_CORKED):
             self.flags |= F_CORKED

@@ -123,8 +123,15 @@ async def connect(*, socket, **kwargs):
             fut.set_exception(exc)
 
     kwargs.pop("loop", None)
-    _api.connect(socket=_wrap(socket, opened, failed), loop=loop, **kwargs)
-    return await fut
+    sock = _api.connect(socket=_wrap(socket, opened, failed), loop=loop, **kwargs)
+    try:
+        return await fut
+    except BaseException:
+        # Cancelled (a wait_for timeout) or failed: abort the attempt (the lookup's result, a
+        # connect in flight, a handshake) and close whatever it opened; nobody holds it.
+        if sock.ready_state != "closed":
+            sock.close()
+        raise
 
 
 async def listen(*, socket, **kwargs):
