@@ -6,7 +6,9 @@
 framing=lines makes `data` get one whole line at a time (the loop buffers partial lines and
 splits reads in C); a line longer than 1 KiB closes that client with FramingError instead of
 growing a buffer. Group.write_frame sends each message to the whole room with one call; the
-newline is added in C.
+newline is added in C. high_water_mark bounds what the server holds for a client that stops
+reading: past 256 KiB that client misses messages (whole ones: Group never tears a message)
+instead of growing the server's memory.
 """
 import itertools
 import sys
@@ -45,7 +47,7 @@ class Chat:
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Chat(),
-                            framing=framing.lines(max_size=1024))
+                            framing=framing.lines(max_size=1024), high_water_mark=256 * 1024)
     print("chat server on port", server.port)
     bunsock.run()
 

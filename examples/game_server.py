@@ -15,7 +15,8 @@ The TCP side is framed by the loop (framing=lines): `data` gets one command at a
 longer than 512 bytes closes the connection (FramingError), and replies are written with
 write_frame (the newline is added in C). Reliable events are queued per room and written once per
 tick with one Group.write_frame (one Python call per room, however many players); the state goes
-out with one send_many per room.
+out with one send_many per room. high_water_mark bounds what the server holds for a player whose
+connection stalls: past 64 KiB that player misses events (whole ones) rather than growing memory.
 """
 import itertools
 import sys
@@ -123,7 +124,7 @@ def tick(udp: bunsock.UdpSocket) -> None:
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server = bunsock.listen(hostname="127.0.0.1", port=port, socket=Lobby(),
-                            framing=framing.lines(max_size=512))
+                            framing=framing.lines(max_size=512), high_water_mark=64 * 1024)
     udp = bunsock.udp_socket(hostname="127.0.0.1", port=server.port or 0, socket=State())
     bunsock.call_every(1 / TICK_HZ, tick, udp)
     print("game server: tcp+udp on port", server.port)
