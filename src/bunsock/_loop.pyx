@@ -194,8 +194,9 @@ cdef extern from *:
     /* The calling thread's identity as the address of a thread-local byte, so the thread check
      * on every write costs next to nothing. initial-exec: one %fs-relative address with no
      * __tls_get_addr call (the default model for a dlopen()ed module calls it on every use);
-     * one byte fits in the static TLS surplus glibc keeps for modules loaded later. */
-    #if defined(__GNUC__) && defined(__ELF__)
+     * one byte fits in the static TLS surplus glibc keeps for modules loaded later. glibc only:
+     * musl keeps no such surplus for dlopen()ed modules. */
+    #if defined(__GNUC__) && defined(__ELF__) && defined(__GLIBC__)
     static __thread char bs_thread_marker __attribute__((tls_model("initial-exec")));
     #else
     static __thread char bs_thread_marker;
