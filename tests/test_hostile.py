@@ -296,35 +296,37 @@ def test_unix_stop_leaves_a_newer_listeners_path(loop, tmp_path, no_leaks):
 
 
 def _mv_exchange(loop, payloads, on_data):
+    """Each payload is one read on the server: the client sends the next only after the server's
+    `data` has had the previous one (paced by time, two could arrive in one read on a loaded
+    machine)."""
+    state = {"i": 0}
+
     class Srv:
         def data(self, sock, buf):
             on_data(buf)
+            loop.call_soon(next_payload)
 
         def close(self, sock, err):
             lst.stop()
 
     lst = bunsock.listen(hostname="127.0.0.1", port=0, socket=Srv(), binary_type="memoryview",
                          loop=loop)
-    state = {"i": 0}
 
     class Cli:
         def open(self, sock):
-            sock.write(payloads[0])
-            state["i"] = 1
+            next_payload()
 
         def data(self, sock, buf):
             pass
 
     def next_payload():
         if state["i"] >= len(payloads):
-            t.cancel()
             cli.end()
             return
         cli.write(payloads[state["i"]])
         state["i"] += 1
 
     cli = bunsock.connect(hostname="127.0.0.1", port=lst.port, socket=Cli(), loop=loop)
-    t = loop.call_every(0.005, next_payload)
     run(loop)
 
 
