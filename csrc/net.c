@@ -122,11 +122,7 @@ int bs_set_bind_opts(int fd, int family, int reuse_port, int ipv6_only) {
     return 0;
 }
 
-int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only) {
-    return bs_listen_tcp_ex(family, ip, port, backlog, reuse_port, ipv6_only, NULL, 0);
-}
-
-int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only,
+int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only,
                      const bs_sockopt *opts, int nopts) {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -151,11 +147,7 @@ int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reus
     return fd;
 }
 
-int bs_listen_unix(const char *path, size_t pathlen, int backlog) {
-    return bs_listen_unix_ex(path, pathlen, backlog, NULL, 0);
-}
-
-int bs_listen_unix_ex(const char *path, size_t pathlen, int backlog, const bs_sockopt *opts, int nopts) {
+int bs_listen_unix(const char *path, size_t pathlen, int backlog, const bs_sockopt *opts, int nopts) {
     struct sockaddr_un a;
     socklen_t len;
     int r = fill_unix(path, pathlen, &a, &len);
@@ -210,11 +202,6 @@ static int start_connect(int fd, const struct sockaddr *sa, socklen_t len, int *
 }
 
 int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, int local_port,
-                   int *in_progress) {
-    return bs_connect_tcp_ex(family, ip, port, local_ip, local_port, NULL, 0, in_progress);
-}
-
-int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip, int local_port,
                       const bs_sockopt *opts, int nopts, int *in_progress) {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -242,11 +229,7 @@ int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip
     return start_connect(fd, (struct sockaddr *)&ss, len, in_progress);
 }
 
-int bs_connect_unix(const char *path, size_t pathlen, int *in_progress) {
-    return bs_connect_unix_ex(path, pathlen, NULL, 0, in_progress);
-}
-
-int bs_connect_unix_ex(const char *path, size_t pathlen, const bs_sockopt *opts, int nopts,
+int bs_connect_unix(const char *path, size_t pathlen, const bs_sockopt *opts, int nopts,
                        int *in_progress) {
     struct sockaddr_un a;
     socklen_t len;

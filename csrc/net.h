@@ -14,29 +14,24 @@
 #define BS_AF_INET6 6
 #define BS_AF_UNIX 1
 
-int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only);
+/* Each takes the caller's options (sockopt.h: TCP_FASTOPEN, IP_FREEBIND, SO_MARK, buffer sizes...),
+ * applied after bunsock's own and before bind() or connect(); opts may be NULL when nopts is 0. */
+struct bs_sockopt;
+int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only,
+                  const struct bs_sockopt *opts, int nopts);
 /* path[0] == '\0' is a Linux abstract name of pathlen bytes (no file, nothing to unlink). */
-int bs_listen_unix(const char *path, size_t pathlen, int backlog);
+int bs_listen_unix(const char *path, size_t pathlen, int backlog, const struct bs_sockopt *opts,
+                   int nopts);
 int bs_accept(int lfd);
 /* Starts a non-blocking connect.  Returns the fd; *in_progress is 1 when the kernel has not finished
  * (wait for writability, then read bs_socket_error).  local_ip may be NULL, local_port 0. */
 int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, int local_port,
-                   int *in_progress);
+                   const struct bs_sockopt *opts, int nopts, int *in_progress);
 /* A unix connect never completes later: *in_progress is always 0; a full backlog is -EAGAIN. */
-int bs_connect_unix(const char *path, size_t pathlen, int *in_progress);
+int bs_connect_unix(const char *path, size_t pathlen, const struct bs_sockopt *opts, int nopts,
+                    int *in_progress);
 int bs_socket_error(int fd);
 
-/* The same, with caller's options (sockopt.h) applied after bunsock's own and before bind() or
- * connect(): TCP_FASTOPEN, IP_FREEBIND, SO_MARK, buffer sizes... */
-struct bs_sockopt;
-int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only,
-                     const struct bs_sockopt *opts, int nopts);
-int bs_listen_unix_ex(const char *path, size_t pathlen, int backlog, const struct bs_sockopt *opts,
-                      int nopts);
-int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip, int local_port,
-                      const struct bs_sockopt *opts, int nopts, int *in_progress);
-int bs_connect_unix_ex(const char *path, size_t pathlen, const struct bs_sockopt *opts, int nopts,
-                       int *in_progress);
 int bs_set_nodelay(int fd, int on);
 int bs_set_linger0(int fd);
 int bs_shutdown(int fd, int how_read);

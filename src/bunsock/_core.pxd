@@ -68,12 +68,7 @@ cdef extern from "clock.h" nogil:
 
 cdef extern from "net.h" nogil:
     int BS_AF_INET, BS_AF_INET6, BS_AF_UNIX
-    int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port, int ipv6_only)
-    int bs_listen_unix(const char *path, size_t pathlen, int backlog)
     int bs_accept(int lfd)
-    int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip, int local_port,
-                       int *in_progress)
-    int bs_connect_unix(const char *path, size_t pathlen, int *in_progress)
     int bs_socket_error(int fd)
     int bs_set_nodelay(int fd, int on)
     int bs_set_linger0(int fd)
@@ -107,14 +102,15 @@ cdef extern from "sockopt.h" nogil:
     int bs_adopt(int fd, int *family, int *listening)
     int bs_listen_fd(int fd, int backlog)
     int bs_tcp_stat(int fd, bs_tcpstat *out)
-    int bs_listen_tcp_ex(int family, const char *ip, int port, int backlog, int reuse_port,
-                         int ipv6_only, const bs_sockopt *opts, int nopts)
-    int bs_listen_unix_ex(const char *path, size_t pathlen, int backlog, const bs_sockopt *opts,
-                          int nopts)
-    int bs_connect_tcp_ex(int family, const char *ip, int port, const char *local_ip,
-                          int local_port, const bs_sockopt *opts, int nopts, int *in_progress)
-    int bs_connect_unix_ex(const char *path, size_t pathlen, const bs_sockopt *opts, int nopts,
-                           int *in_progress)
+    # opts may be NULL when nopts is 0
+    int bs_listen_tcp(int family, const char *ip, int port, int backlog, int reuse_port,
+                      int ipv6_only, const bs_sockopt *opts, int nopts)
+    int bs_listen_unix(const char *path, size_t pathlen, int backlog, const bs_sockopt *opts,
+                       int nopts)
+    int bs_connect_tcp(int family, const char *ip, int port, const char *local_ip,
+                       int local_port, const bs_sockopt *opts, int nopts, int *in_progress)
+    int bs_connect_unix(const char *path, size_t pathlen, const bs_sockopt *opts, int nopts,
+                        int *in_progress)
 
 
 cdef extern from "waker.h" nogil:

@@ -456,11 +456,8 @@ cdef class Loop:
         cdef _OptList o = _opt_list(sockopts)
         _check_thread(self)
         self._check_open()
-        if o is None:
-            fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only)
-        else:
-            fd = bs_listen_tcp_ex(family, ip.encode(), port, backlog, reuse_port, ipv6_only,
-                                  o.opts, o.n)
+        fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only,
+                           _opts_of(o), _nopts_of(o))
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
@@ -473,10 +470,7 @@ cdef class Loop:
         cdef _OptList o = _opt_list(sockopts)
         _check_thread(self)
         self._check_open()
-        if o is None:
-            fd = bs_listen_unix(path, len(path), backlog)
-        else:
-            fd = bs_listen_unix_ex(path, len(path), backlog, o.opts, o.n)
+        fd = bs_listen_unix(path, len(path), backlog, _opts_of(o), _nopts_of(o))
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)

@@ -278,14 +278,11 @@ cdef int _start_connect_tcp(_SockExt ext, int family, str ip, int *in_progress) 
     cdef const char *local = NULL
     if blocal is not None:
         local = blocal
-    if o is None:
-        return bs_connect_tcp(family, bip, ext.port, local, ext.local_port, in_progress)
-    return bs_connect_tcp_ex(family, bip, ext.port, local, ext.local_port, o.opts, o.n,
-                             in_progress)
+    return bs_connect_tcp(family, bip, ext.port, local, ext.local_port, _opts_of(o),
+                          _nopts_of(o), in_progress)
 
 
 cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
     cdef _OptList o = ext.sockopts
-    if o is None:
-        return bs_connect_unix(ext.unix_path, len(ext.unix_path), in_progress)
-    return bs_connect_unix_ex(ext.unix_path, len(ext.unix_path), o.opts, o.n, in_progress)
+    return bs_connect_unix(ext.unix_path, len(ext.unix_path), _opts_of(o), _nopts_of(o),
+                           in_progress)

@@ -32,16 +32,19 @@ cdef class _OptList:
     def __dealloc__(self):
         free(self.opts)
 
-    cdef int apply(self, int fd) except -1:
-        cdef int r = bs_apply_sockopts(fd, self.opts, self.n)
-        if r < 0:
-            _raise_errno(-r)
-        return 0
+
+cdef inline const bs_sockopt *_opts_of(_OptList o):
+    """The C array for the socket calls: NULL (with a count of 0) when there are no options."""
+    return NULL if o is None else o.opts
+
+
+cdef inline int _nopts_of(_OptList o):
+    return 0 if o is None else o.n
 
 
 cdef _OptList _opt_list(object items):
     """items: a sequence of (level, option, bytes) already checked by bunsock._api; None or an
-    empty sequence gives None (no options: the plain calls are used)."""
+    empty sequence gives None (no options)."""
     cdef _OptList o
     cdef Py_ssize_t i, n
     cdef bytes v
