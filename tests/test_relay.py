@@ -299,7 +299,13 @@ def test_stalled_upstream_bounds_what_the_relay_holds(loop, clean, mode):
             server.stop(True)
             proxy.stop(True)
 
-    loop.call_later(0.3, sample)
+
+    def filling():
+        # The relay has read from the client more than it could hand to the stalled upstream.
+        return st.get("downs") and st["downs"][0].bytes_read > st["downs"][0].data.bytes_written
+
+    run_until(loop, filling, what="the relay started holding bytes for the stalled upstream")
+    sample()
     run(loop, 10)
     assert len(samples) == 10
     assert client.bytes_written < 32 << 20          # the client was held back
