@@ -13,7 +13,7 @@ import time
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, shrink_sndbuf
 
 HOST = "127.0.0.1"
 # Timeouts fire within 100 ms of their deadline on an idle machine (docs/API.md §6); a loaded one,
@@ -349,46 +349,52 @@ def test_connect_timeout_to_blackholed_address(loop):
 
 def test_call_every_fixed_rate_no_drift(loop):
     times = []
-    t0 = []
+    whens = []
 
     def tick():
         times.append(time.monotonic())
+        whens.append(timer.when)          # the next due time, on the loop's clock
 
-    t0.append(time.monotonic())
     timer = loop.call_every(0.02, tick)
+    first = timer.when
     loop.call_later(1.01, timer.cancel)
     run(loop, 5)
-    assert 47 <= len(times) <= 53, len(times)
-    # No drift: the n-th call stays near start + n*0.02 (lateness does not accumulate).
-    start = t0[0]
-    lateness = [t - (start + 0.02 * (i + 1)) for i, t in enumerate(times)]
-    assert lateness[-1] < 0.05, lateness[-1]
-    # Average spacing is the interval, not interval + per-call overhead.
-    assert abs((times[-1] - times[0]) / (len(times) - 1) - 0.02) < 0.002
+    # 50 slots in 1 s, never more (missed calls are not made up); a loaded machine may miss some.
+    assert 35 <= len(times) <= 53, len(times)
+    # No drift: each next due time is on the grid first + n*0.02 (ms precision), however late a
+    # loaded machine ran the call; a schedule counted from the call would drift off it.
+    steps = [(w - first) / 0.02 for w in whens]
+    assert all(abs(k - round(k)) < 0.05 for k in steps), steps
+    assert all(a < b for a, b in zip(steps, steps[1:])), steps
 
 
 def test_call_every_skips_missed_calls_after_a_stall(loop):
     times = []
+    whens = []
 
     def tick():
         times.append(time.monotonic())
+        whens.append(timer.when)
         if len(times) == 5:
             time.sleep(0.2)          # the loop falls 10 intervals behind
 
-    t0 = time.monotonic()
     timer = loop.call_every(0.02, tick)
+    first = timer.when
     loop.call_later(1.01, timer.cancel)
     run(loop, 5)
-    # 50 slots in 1 s, ~10 of them missed during the stall and not made up.
-    assert 36 <= len(times) <= 44, len(times)
+    # 50 slots in 1 s, ~10 of them missed during the stall and not made up (a loaded machine may
+    # miss a few more, never make them up).
+    assert 25 <= len(times) <= 44, len(times)
     after = times[5:]
     # No burst of catch-up calls: the 10 missed calls are not made up right after the stall
     # (the late one, then the grid resumes: at most 4 calls in the next 60 ms)...
     assert sum(1 for t in after if t - after[0] < 0.06) <= 4
-    # ...and the following calls stay on the original grid (start + n*interval).
-    for t in after[1:]:
-        phase = ((t - t0) / 0.02) % 1.0
-        assert phase < 0.6 or phase > 0.95, phase
+    # ...and the schedule stays on the original grid (first + n*interval, ms precision), with the
+    # missed slots skipped: the call after the stall is due at least 10 slots after the 5th.
+    steps = [(w - first) / 0.02 for w in whens]
+    assert all(abs(k - round(k)) < 0.05 for k in steps), steps
+    assert all(a < b for a, b in zip(steps, steps[1:])), steps
+    assert round(steps[5]) - round(steps[4]) >= 10, steps
 
 
 def test_cancel_stops_timers(loop):
@@ -642,12 +648,18 @@ def test_draining_a_backlog_counts_as_activity(loop):
     """A big write that drains slowly to a steady reader is not idle: bytes keep reaching the
     kernel, so the idle timeout must not fire mid-transfer."""
     import hashlib
-    big = bytes(range(256)) * (48 * 1024)        # 12 MiB
+    big = bytes(range(256)) * (24 * 1024)        # 6 MiB
     log = []
 
     class H:
         def open(self, sock):
-            sock.timeout(0.3)
+            # A small kernel send buffer: the sink must refill it every few ms, so bytes keep
+            # reaching the kernel (with megabytes in the kernel's buffer, the sink would rightly
+            # sit idle while a reader slowed by a loaded machine works through them).
+            shrink_sndbuf(sock)
+            # 1 s: a reader thread on a loaded machine can stall for a few hundred ms, and that
+            # is idle time on this socket; the transfer lasts three of these periods.
+            sock.timeout(1.0)
             sock.write(big)
             log.append(("written", time.monotonic()))
 
@@ -681,7 +693,7 @@ def test_draining_a_backlog_counts_as_activity(loop):
                     break
                 h.update(b)
                 n += len(b)
-                time.sleep(0.002)          # ~8 MB/s: about 1.5 s for the whole transfer
+                time.sleep(0.008)          # ~2 MB/s: about 3 s for the whole transfer
         res.update(n=n, digest=h.digest(), secs=time.monotonic() - t0)
 
     th = threading.Thread(target=reader)
@@ -689,7 +701,7 @@ def test_draining_a_backlog_counts_as_activity(loop):
     run(loop, 20)
     th.join(20)
     assert res["n"] == len(big) and res["digest"] == hashlib.sha256(big).digest()
-    assert res["secs"] > 0.6             # the transfer really outlived the 0.3 s timeout
+    assert res["secs"] > 2.0             # the transfer really outlived the 1 s timeout
     kinds = [e[0] for e in log]
     assert kinds[:2] == ["written", "drain"], log
     assert kinds[-1] == "close"
