@@ -48,7 +48,7 @@ directives = {
 }
 
 CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/sockopt.c", "csrc/sink.c",
-        "csrc/splice.c", "csrc/timers.c", "csrc/waker.c", "csrc/udp.c"]
+        "csrc/splice.c", "csrc/timers.c", "csrc/waker.c", "csrc/udp.c", "csrc/framing.c"]
 
 
 def ext(name, sources):

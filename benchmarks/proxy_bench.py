@@ -9,15 +9,24 @@ Measured as a user would: iperf3 through each proxy (1 and 8 streams, both direc
 CPU-seconds per GB relayed), redis-benchmark through each proxy to a real redis-server (PING,
 SET, GET; 50 clients; pipelining 1 and 16: proxy CPU µs per request, p50/p99 latency), and the
 proxy's RSS while 50 clients push into a stalled upstream. Proxy CPU is read from
-/proc/<pid>/task/*/schedstat (time on CPU, all threads). The proxy is pinned to CPU 0 and the load
+/proc/<pid>/stat (utime + stime, all threads; 10 ms ticks, so runs are long enough for
+hundreds of them). The proxy is pinned to CPU 0 and the load
 (iperf3, redis) to CPU 1 with taskset; contenders are interleaved, the order rotating per rep.
+
+The relay runs with --idle-timeout 3600; HAProxy runs without splice, with forced splice
+(option splice-request + splice-response) and with option splice-auto. After the tables, each
+contender's median is given as a ratio to HAProxy's best mode (lowest median) of the same case.
+
+    python benchmarks/proxy_bench.py --only iperf --only redis --pipelines 1 \
+        --contenders relay-auto,haproxy,haproxy-splice,haproxy-splice-auto
+    python benchmarks/proxy_bench.py --only iperf --contenders relay-auto,haproxy-splice \
+        --variant "before=/tmp/old/src" --variant "hwm512k=:--high-water-mark 524288"
 
 Needs Linux, taskset, and the Debian packages iperf3, haproxy, redis-server, redis-tools
 (apt-get install -y iperf3 haproxy redis-server redis-tools); whatever is missing is skipped
 with that hint. uvloop (pip install uvloop) for the uvloop contender.
 """
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -57,15 +66,18 @@ def wait_port(port, proc, timeout=10.0):
     raise RuntimeError("port %d never opened" % port)
 
 
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def cpu_ns(pid):
-    total = 0
-    for f in glob.glob("/proc/%d/task/*/schedstat" % pid):
-        try:
-            with open(f) as fh:
-                total += int(fh.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+    """(user, system) CPU time of the process, all threads, in ns, from /proc/<pid>/stat."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return (0, 0)
+    # After "pid (comm)": state is field 3, utime 14 and stime 15 (proc(5)).
+    return (int(fields[11]) * 10 ** 9 // TICK, int(fields[12]) * 10 ** 9 // TICK)
 
 
 def rss_kib(pid):
@@ -93,16 +105,29 @@ backend b
 """
 
 
+def _relay(*extra, src=None):
+    # --idle-timeout 3600: where the proxy still turns its connect timeout into an idle timeout
+    # (issue 20, bug 1), iperf3's control connection, idle during a run, would be cut.
+    env = ["env", "PYTHONPATH=%s" % src] if src else []
+    return lambda p, u: env + [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
+                               "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u,
+                               "--idle-timeout", "3600", *extra]
+
+
+def variant(spec):
+    """--variant NAME=[SRC][:ARGS]: the relay from another build (SRC: a directory holding the
+    bunsock package, e.g. a copy of src/ built from another commit) and/or with extra proxy
+    flags (ARGS, space-separated), as one more contender of the same interleaved run."""
+    name, _, rest = spec.partition("=")
+    src, _, args = rest.partition(":")
+    return name, _relay(*args.split(), src=src or None)
+
+
 def contenders():
     c = {
-        "relay-buffer": lambda p, u: [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
-                                      "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u,
-                                      "--relay", "buffer"],
-        "relay-splice": lambda p, u: [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
-                                      "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u,
-                                      "--relay", "splice"],
-        "relay-auto": lambda p, u: [PY, "-m", "bunsock", "proxy", "--quiet", "--listen",
-                                    "127.0.0.1:%d" % p, "--upstream", "127.0.0.1:%d" % u],
+        "relay-buffer": _relay("--relay", "buffer"),
+        "relay-splice": _relay("--relay", "splice"),
+        "relay-auto": _relay(),
         "bunsock-handlers": lambda p, u: [PY, str(ROOT / "examples" / "proxy.py"), str(p),
                                           "127.0.0.1", str(u)],
     }
@@ -116,6 +141,7 @@ def contenders():
         c["haproxy"] = lambda p, u: _haproxy(p, u, "")
         c["haproxy-splice"] = lambda p, u: _haproxy(p, u, "    option splice-request\n"
                                                            "    option splice-response")
+        c["haproxy-splice-auto"] = lambda p, u: _haproxy(p, u, "    option splice-auto")
     else:
         print("# haproxy not found (apt-get install -y haproxy): HAProxy contenders skipped")
     return c
@@ -132,9 +158,14 @@ class Proxy:
     def __init__(self, name, make, upstream):
         self.port = free_port()
         cmd = make(self.port, upstream)
+        self.cfg = cmd[-1] if cmd[0] == "haproxy" else None     # its temporary config file
         self.p = subprocess.Popen(["taskset", "-c", PROXY_CPU] + cmd, env=ENV,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.p)
+        try:
+            wait_port(self.port, self.p)
+        except BaseException:
+            self.stop()
+            raise
         time.sleep(0.1)
 
     def cpu(self):
@@ -147,6 +178,14 @@ class Proxy:
         except subprocess.TimeoutExpired:
             self.p.kill()
             self.p.wait()
+        if self.cfg:
+            os.unlink(self.cfg)
+
+
+def spent(c0, c1):
+    """(total, user, system) seconds between two cpu() readings."""
+    u, k = (c1[0] - c0[0]) / 1e9, (c1[1] - c0[1]) / 1e9
+    return u + k, u, k
 
 
 # -- iperf3 ---------------------------------------------------------------------------------------
@@ -165,7 +204,9 @@ def iperf_case(name, make, streams, reverse, seconds, iperf_port):
     if "error" in res:
         raise RuntimeError(res["error"])
     nbytes = res["end"]["sum_received"]["bytes"]
-    return {"cpu_s_per_gb": (c1 - c0) / 1e9 / (nbytes / 1e9), "gbit_s": nbytes * 8 / seconds / 1e9}
+    total, user, kern = spent(c0, c1)
+    return {"cpu_s_per_gb": total / (nbytes / 1e9), "user_frac": user / total if total else 0,
+            "gbit_s": nbytes * 8 / seconds / 1e9}
 
 
 # -- redis ----------------------------------------------------------------------------------------
@@ -183,7 +224,9 @@ def redis_case(name, make, test, pipeline, requests, redis_port):
     rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()]
     head, row = rows[0], rows[-1]
     col = {h: i for i, h in enumerate(head)}
-    return {"cpu_us_per_req": (c1 - c0) / 1e3 / requests, "rps": float(row[col["rps"]]),
+    total, user, kern = spent(c0, c1)
+    return {"cpu_us_per_req": total * 1e6 / requests, "user_frac": user / total if total else 0,
+            "rps": float(row[col["rps"]]),
             "p50_ms": float(row[col["p50_latency_ms"]]), "p99_ms": float(row[col["p99_latency_ms"]])}
 
 
@@ -257,6 +300,10 @@ def main(argv=None):
     ap.add_argument("--only", choices=("iperf", "redis", "stalled"), action="append")
     ap.add_argument("--contenders", help="comma-separated subset")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=[SRC][:ARGS]: a relay from another build and/or with other flags")
+    ap.add_argument("--pipelines", default="1,16", help="redis-benchmark -P values (e.g. 1)")
+    ap.add_argument("--tests", default="ping,set,get", help="redis-benchmark -t values")
     args = ap.parse_args(argv)
     if not sys.platform.startswith("linux") or not shutil.which("taskset"):
         print("needs Linux and taskset (util-linux)")
@@ -264,6 +311,7 @@ def main(argv=None):
     cons = contenders()
     if args.contenders:
         cons = {k: v for k, v in cons.items() if k in args.contenders.split(",")}
+    cons.update(variant(v) for v in args.variant)
     parts = args.only or ["iperf", "redis", "stalled"]
     results = {}
     helpers = []
@@ -308,8 +356,8 @@ def main(argv=None):
                                 continue
                             results.setdefault(key, []).append(r)
                 if "redis" in parts:
-                    for test in ("ping", "set", "get"):
-                        for pl in (1, 16):
+                    for test in args.tests.split(","):
+                        for pl in map(int, args.pipelines.split(",")):
                             key = ("redis", "%s P%d" % (test.upper(), pl), name)
                             n = args.requests * (4 if pl > 1 else 1)
                             try:
@@ -327,6 +375,7 @@ def main(argv=None):
             h.terminate()
             h.wait()
     report(results, names)
+    ratios(results, names)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"|".join(k): v for k, v in results.items()}, f, indent=1)
@@ -371,6 +420,32 @@ def report(results, names):
                 row = ["%.1f" % statistics.median(r["gbit_s"] for r in cases[k][n])
                        if cases[k].get(n) else "–" for n in names]
                 print("| %s | %s |" % (k[1], " | ".join(row)))
+
+
+def ratios(results, names):
+    """Each contender against HAProxy's best mode in the same case (ratio of medians)."""
+    metric = {"iperf": "cpu_s_per_gb", "redis": "cpu_us_per_req"}
+    ha = [n for n in names if n.startswith("haproxy")]
+    mine = [n for n in names if not n.startswith("haproxy")]
+    if not ha or not mine:
+        return
+    print("\n### ratio of proxy CPU to HAProxy's best mode in the same case (median / median)\n")
+    print("| case | best HAProxy mode | " + " | ".join(mine) + " | user-time share (%s, best "
+          "HAProxy) |" % ", ".join(mine))
+    print("|---|---|" + "---:|" * len(mine) + "---|")
+    for (kind, case, name) in sorted({(k[0], k[1], None) for k in results if k[0] in metric}):
+        f = metric[kind]
+        meds = {n: statistics.median(r[f] for r in results[(kind, case, n)])
+                for n in names if results.get((kind, case, n))}
+        has = {n: v for n, v in meds.items() if n in ha}
+        if not has:
+            continue
+        best = min(has, key=has.get)
+        row = ["%.2f×" % (meds[n] / has[best]) if n in meds else "–" for n in mine]
+        share = ["%.0f%%" % (100 * statistics.median(r["user_frac"]
+                                                   for r in results[(kind, case, n)]))
+                 for n in mine + [best] if results.get((kind, case, n))]
+        print("| %s %s | %s | %s | %s |" % (kind, case, best, " | ".join(row), ", ".join(share)))
 
 
 if __name__ == "__main__":

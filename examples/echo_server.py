@@ -3,19 +3,27 @@
     python examples/echo_server.py [PORT]
 """
 import sys
+from typing import Optional
 
 import bunsock
 
+LIMIT = 1 << 20                           # bytes buffered per client before we stop reading it
+
 
 class Echo:
-    def open(self, sock):
+    def open(self, sock: bunsock.Socket) -> None:
         sock.data = {"bytes": 0}          # per-connection context lives on sock.data
 
-    def data(self, sock, buf):
+    def data(self, sock: bunsock.Socket, buf: bytes) -> None:
         sock.data["bytes"] += len(buf)
         sock.write(buf)                   # never drops: what the kernel can't take waits in C
+        if sock.buffered_amount > LIMIT:  # ...so bound it: a client that sends and never reads
+            sock.pause()                  # is not read until it has taken what we owe it
 
-    def close(self, sock, err):
+    def drain(self, sock: bunsock.Socket) -> None:
+        sock.resume()
+
+    def close(self, sock: bunsock.Socket, err: Optional[BaseException]) -> None:
         print("%s:%s gone after %d bytes (%s)" % (sock.remote_address, sock.remote_port,
                                                   sock.data["bytes"], err or "clean"))
 

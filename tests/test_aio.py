@@ -208,3 +208,74 @@ def test_async_def_handlers_are_rejected_pointing_to_aio():
     finally:
         srv.stop()
         lp.close()
+
+
+def test_wait_closed_resolves_when_the_last_connection_has_closed():
+    import asyncio
+
+    async def main():
+        accepted = []
+        srv = await bunsock.aio.listen(hostname="127.0.0.1", port=0,
+                                       socket={"open": accepted.append,
+                                               "data": lambda s, b: None})
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        while not accepted:
+            await asyncio.sleep(0.01)
+        srv.stop()
+        waiter = asyncio.ensure_future(bunsock.aio.wait_closed(srv))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()           # a connection is still open
+        w.close()
+        await asyncio.wait_for(waiter, 10)
+        assert srv.closed
+        await bunsock.aio.wait_closed(srv)  # already closed: returns at once
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("phase", ["lookup", "handshake"])
+def test_cancelled_connect_leaves_no_connection_behind(monkeypatch, phase):
+    """wait_for() times out during the lookup (or the TLS handshake): the attempt is aborted and
+    whatever it opened is closed; the server is left with no connection."""
+    import time as _time
+    from bunsock import _resolve
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(5)
+    port = srv.getsockname()[1]
+    kw = {}
+    if phase == "lookup":
+        real = _resolve.lookup
+
+        def slow_lookup(host, p, passive=False):
+            _time.sleep(0.5)
+            return real("127.0.0.1", p, passive)
+
+        monkeypatch.setattr(_resolve, "lookup", slow_lookup)
+        host = "slow.example"
+    else:
+        import ssl
+        host = "127.0.0.1"
+        kw = {"tls": ssl.create_default_context()}     # the server never answers the hello
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(bunsock.aio.connect(hostname=host, port=port, socket={
+                "data": lambda s, b: None}, **kw), 0.2)
+        await asyncio.sleep(0.8)       # the lookup finishes meanwhile
+
+    try:
+        run_async(main())
+        srv.settimeout(0.5 if phase == "lookup" else 5)
+        try:
+            conn, _ = srv.accept()
+        except socket.timeout:
+            return                          # never connected: nothing to close
+        conn.settimeout(5)
+        with conn:
+            while conn.recv(4096):          # a TLS hello may come first, then EOF
+                pass
+    finally:
+        srv.close()

@@ -61,6 +61,7 @@ def test_found_c_files():
 @pytest.mark.parametrize("name,sources", [
     ("test_sink", ["sink.c"]),
     ("test_timers", ["timers.c"]),
+    ("test_framing", ["framing.c"]),
 ])
 def test_c_unit(name, sources, tmp_path, sanitize):
     exe = tmp_path / name

@@ -175,3 +175,38 @@ def test_game_server_example_with_bots():
             b["tcp"].close()
             b["udp"].close()
         stop(p)
+
+
+def test_chat_server_example():
+    """Lines from one client reach the others, whole, however the bytes are cut; a line over
+    the limit closes only its sender."""
+    p, port = start("chat_server.py", 0)
+    clients = []
+    try:
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            f = c.makefile("rb")
+            assert f.readline().startswith(b"* welcome, you are guest")
+            clients.append((c, f))
+        a, fa = clients[0]
+        a.sendall(b"/nick ann\nhel")
+        a.sendall(b"lo all\n")
+        for c, f in clients[1:]:
+            lines = []
+            while not lines or not lines[-1].startswith(b"<"):
+                lines.append(f.readline())
+            assert lines[-1] == b"<ann> hello all\n"
+            assert b"* guest1 is now ann\n" in lines
+        a.sendall(b"x" * 2000 + b"\n")          # over max_size: ann is closed
+        try:
+            rest = fa.read()                    # EOF ...
+        except ConnectionResetError:
+            rest = b""                          # ... or a reset (unread bytes at the close)
+        assert b"<" not in rest
+        for c, f in clients[1:]:
+            assert f.readline() == b"* ann left\n"
+    finally:
+        for c, f in clients:
+            f.close()
+            c.close()
+        stop(p)

@@ -980,3 +980,74 @@ def test_reading_buffered_amount_does_not_change_what_close_sends(loop):
     peer.start()
     run(loop, 10)
     assert peer.join_checked() == b"reply:q"
+
+
+# -- end(data) returns the write count; water marks settable after creation (issue 18) --
+
+def test_end_returns_what_write_would(loop, no_leaks):
+    got = []
+    srv = bunsock.listen(hostname=HOST, port=0, loop=loop, allow_half_open=True,
+                         socket={"data": lambda s, b: got.append(b),
+                                 "end": lambda s: got.append(None)})
+    c = bunsock.connect(hostname=HOST, port=srv.port, loop=loop, high_water_mark=10,
+                        socket={"data": lambda s, b: None})
+    # While connecting the bytes wait in the socket's buffer, capped by the mark: the tail of
+    # this last write is cut, and end() says so instead of returning None.
+    assert c.end(b"x" * 100) == 10
+    assert c.end(b"more") == -1            # already ending
+    assert c.end() == -1
+    run_until(loop, lambda: None in got)
+    assert b"".join(g for g in got if g) == b"x" * 10
+    c2 = bunsock.connect(hostname=HOST, port=srv.port, loop=loop,
+                         socket={"data": lambda s, b: None})
+    assert c2.end() == 0
+    c.close()
+    c2.close()
+    srv.stop(True)
+    run(loop)
+
+
+def test_water_marks_can_be_changed_after_creation(loop, no_leaks):
+    accepted = []
+    srv = bunsock.listen(hostname=HOST, port=0, loop=loop, high_water_mark=100,
+                         socket={"open": accepted.append, "data": lambda s, b: None})
+    c = bunsock.connect(hostname=HOST, port=srv.port, loop=loop, high_water_mark=10,
+                        socket={"data": lambda s, b: None})
+    assert c.write(b"a" * 50) == 10        # connecting: the mark caps what is held
+    c.high_water_mark = 30
+    assert c.high_water_mark == 30
+    assert c.write(b"b" * 50) == 20
+    c.low_water_mark = 5
+    assert c.low_water_mark == 5
+    with pytest.raises(ValueError, match="must not exceed high_water_mark"):
+        c.low_water_mark = 31
+    with pytest.raises(ValueError, match="must not be below low_water_mark"):
+        c.high_water_mark = 4
+    with pytest.raises(TypeError, match="high_water_mark must be an int or None"):
+        c.high_water_mark = 1.5
+    with pytest.raises(TypeError, match="low_water_mark must be an int, not NoneType"):
+        c.low_water_mark = None
+    with pytest.raises(ValueError):
+        c.high_water_mark = -1
+    c.high_water_mark = None
+    assert c.high_water_mark is None
+    assert c.write(b"c" * 1000) == 1000
+    run_until(loop, lambda: len(accepted) >= 1)
+    a = accepted[0]
+    assert a.high_water_mark == 100 and srv.high_water_mark == 100
+    a.high_water_mark = 7                  # this socket only
+    assert a.high_water_mark == 7 and srv.high_water_mark == 100
+    srv.high_water_mark = 200              # the listener's sockets without their own
+    srv.low_water_mark = 50
+    assert (srv.high_water_mark, srv.low_water_mark) == (200, 50)
+    assert a.high_water_mark == 7
+    with pytest.raises(ValueError):
+        srv.low_water_mark = 201
+    c2 = bunsock.connect(hostname=HOST, port=srv.port, loop=loop,
+                         socket={"data": lambda s, b: None})
+    run_until(loop, lambda: len(accepted) >= 2)
+    assert accepted[1].high_water_mark == 200 and accepted[1].low_water_mark == 50
+    c.close()
+    c2.close()
+    srv.stop(True)
+    run(loop)

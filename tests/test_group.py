@@ -345,3 +345,67 @@ def test_tls_members_each_get_their_own_encrypted_copy(loop, no_leaks):
     run(loop)
     assert res == [3]
     assert [bytes(v) for v in got.values()] == [b"secret state"] * 3
+
+
+def test_write_exclude_skips_the_sender(loop, no_leaks):
+    """A chat room: broadcast to everyone but the one who spoke."""
+    room = bunsock.Group()
+    got = {}
+    clients = []
+
+    def speak():
+        sender = next(iter(room))
+        assert room.write(b"hello", exclude=sender) == 2
+        skipped = []
+        assert room.write(b"!", skipped, exclude=sender) == 2
+        assert skipped == []               # the excluded member is not "skipped"
+        assert room.write(b"?", exclude=clients[0]) == 3   # not a member: excludes no one
+        got["sender"] = sender
+
+    srv = room_server(loop, room, 3, speak)
+    for i in range(3):
+        clients.append(bunsock.connect(
+            hostname="127.0.0.1", port=srv.port, loop=loop,
+            socket={"data": lambda s, b: got.__setitem__(s, got.get(s, b"") + b)}))
+    run_until(loop, lambda: sum(len(v) for k, v in got.items() if k != "sender") >= 2 * 7 + 1)
+    loop.run_once(0.1)
+    heard = sorted(v for k, v in got.items() if k != "sender")
+    assert heard == [b"?", b"hello!?", b"hello!?"]
+    with pytest.raises(TypeError, match="exclude must be a Socket"):
+        room.write(b"x", exclude="someone")
+    for c in clients:
+        c.close()
+    srv.stop(True)
+
+
+@pytest.mark.skipif(trustme is None, reason="trustme not installed")
+def test_tls_member_under_a_mark_gets_whole_messages_only(loop, no_leaks):
+    """Two 60-byte messages with high_water_mark=100 inside one callback: the TLS member takes
+    the first whole (it is corked as plaintext), the second is skipped whole, never cut to 40
+    bytes; its `drain` comes, and the next message arrives after the first."""
+    from conftest import run_until
+    ca = trustme.CA()
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(sctx)
+    cctx = ssl.create_default_context()
+    ca.configure_trust(cctx)
+    room = bunsock.Group()
+    got = bytearray()
+    res, drains = [], []
+
+    def tick():
+        skipped = []
+        res.append((room.write(b"a" * 60), room.write(b"b" * 60, skipped), len(skipped)))
+
+    server = room_server(loop, room, 1, lambda: loop.call_soon(tick), tls=sctx,
+                         high_water_mark=100, handlers={"drain": drains.append})
+    client = bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop, tls=cctx,
+                             socket={"data": lambda s, b: got.extend(b)})
+    run_until(loop, lambda: drains and len(got) >= 60)
+    assert res == [(1, 0, 1)]
+    loop.call_soon(lambda: res.append(room.write(b"c" * 60)))
+    run_until(loop, lambda: len(got) >= 120)
+    assert bytes(got) == b"a" * 60 + b"c" * 60
+    client.close()
+    server.stop(True)
+    run(loop)

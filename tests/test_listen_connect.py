@@ -6,7 +6,7 @@ import threading
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, run_until
 
 
 class Echo:
@@ -66,6 +66,27 @@ def test_address_in_use_is_oserror_with_errno(loop):
     try:
         with pytest.raises(OSError) as ei:
             bunsock.listen(hostname="127.0.0.1", port=srv.port, socket=Echo(), loop=loop)
+        assert ei.value.errno == errno.EADDRINUSE
+        # The message names what could not be bound, as asyncio and Node do.
+        assert "cannot listen on 127.0.0.1:%d" % srv.port in str(ei.value)
+        assert type(ei.value) is OSError
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:%d \(localhost\)"
+                           % srv.port) as ei:
+            bunsock.listen(hostname="localhost", port=srv.port, socket=Echo(), loop=loop)
+    finally:
+        srv.stop()
+
+
+def test_address_in_use_names_an_ipv6_address_in_brackets(loop):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        srv = bunsock.listen(hostname="::1", port=0, socket=Echo(), loop=loop)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on \[::1\]:%d" % srv.port) as ei:
+            bunsock.listen(hostname="::1", port=srv.port, socket=Echo(), loop=loop)
         assert ei.value.errno == errno.EADDRINUSE
     finally:
         srv.stop()
@@ -251,3 +272,179 @@ def test_mapping_and_namespace_tables(loop, no_leaks):
 
 def test_backend_name():
     assert bunsock.backend() in ("epoll", "kqueue")
+
+
+# -- connect(connect_timeout=, idle_timeout=), idle_timeout_mode (issue 18) --
+
+def _blackhole():
+    """A listening socket whose backlog is full, so a further connect stays in SYN_SENT (the
+    kernel drops the SYN): a connect that can only end by its deadline. None if this kernel
+    completes it anyway."""
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(0)
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(lsn.getsockname())
+        fillers.append(c)
+    return lsn, fillers
+
+
+def test_connect_timeout_bounds_only_the_connect(loop, no_leaks):
+    import time
+    lsn, fillers = _blackhole()
+    got = []
+    try:
+        t0 = time.monotonic()
+        s = bunsock.connect(hostname="127.0.0.1", port=lsn.getsockname()[1], loop=loop,
+                            connect_timeout=0.2, idle_timeout=30,
+                            socket={"data": lambda s, b: None,
+                                    "open": lambda s: got.append("open"),
+                                    "connect_error": lambda s, e: got.append(e)})
+        run(loop, 10)
+        if got == ["open"]:
+            s.close()
+            run(loop, 5)
+            pytest.skip("this kernel completed the connect to a full backlog")
+        assert len(got) == 1 and isinstance(got[0], TimeoutError)
+        assert time.monotonic() - t0 < 5
+    finally:
+        for c in fillers:
+            c.close()
+        lsn.close()
+
+
+def test_idle_timeout_is_the_open_sockets_and_timeout_still_sets_both(loop, no_leaks):
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), loop=loop)
+    fired = {}
+
+    def client(name, **kw):
+        return bunsock.connect(
+            hostname="127.0.0.1", port=srv.port, loop=loop, **kw,
+            socket={"data": lambda s, b: None,
+                    "timeout": lambda s: (fired.setdefault(name, loop.time()), s.close())})
+
+    start = loop.time()
+    client("idle", connect_timeout=30, idle_timeout=0.2)
+    client("both", timeout=0.2)
+    client("override", timeout=30, idle_timeout=0.2)     # either given overrides timeout=
+    quiet = client("none", connect_timeout=0.2)           # no idle timeout once open
+    run_until(loop, lambda: len(fired) >= 3)
+    assert set(fired) == {"idle", "both", "override"}
+    assert all(0.15 <= t - start < 5 for t in fired.values())
+    assert quiet.ready_state == "open"
+    quiet.close()
+    srv.stop()
+    run(loop)
+
+
+def test_idle_timeout_mode_read_is_restarted_by_what_the_peer_sends(loop, no_leaks):
+    """A chat server's "no message for N seconds": a client that keeps talking stays; once it
+    goes quiet the timeout fires."""
+    fired = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, idle_timeout=0.3,
+                         idle_timeout_mode="read",
+                         socket={"data": lambda s, b: None,
+                                 "timeout": lambda s: (fired.append(loop.time()), s.close())})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                        socket={"data": lambda s, b: None})
+    ticker = loop.call_every(0.05, lambda: c.write(b"ping") if c.ready_state == "open" else 0)
+    start = loop.time()
+    while loop.time() - start < 1.2:          # four timeout periods of talking
+        loop.run_once(0.05)
+    assert fired == []
+    ticker.cancel()
+    quiet = loop.time()
+    run_until(loop, lambda: fired, what="the read idle timeout")
+    assert fired[0] - quiet >= 0.2
+    c.close()
+    srv.stop(True)
+    run(loop)
+
+
+def test_idle_timeout_mode_read_fires_while_the_server_keeps_writing(loop, no_leaks):
+    fired = []
+    server_socks = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, idle_timeout=0.3,
+                         idle_timeout_mode="read",
+                         socket={"open": server_socks.append, "data": lambda s, b: None,
+                                 "timeout": lambda s: (fired.append(loop.time()), s.close())})
+    got = []
+    c = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                        socket={"data": lambda s, b: got.append(len(b))})
+    # The server writes every 50 ms; the client never writes: only inbound silence counts.
+    ticker = loop.call_every(0.05, lambda: [s.write(b"news") for s in server_socks
+                                            if s.ready_state == "open"])
+    start = loop.time()
+    run_until(loop, lambda: fired, what="the read idle timeout")
+    assert got, "the server was writing all along"
+    assert 0.25 <= fired[0] - start < 5
+    ticker.cancel()
+    c.close()
+    srv.stop(True)
+    run(loop)
+
+
+def test_idle_timeout_mode_is_checked(loop):
+    with pytest.raises(ValueError, match="idle_timeout_mode must be 'any'.*or 'read'"):
+        bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), idle_timeout_mode="reads",
+                       loop=loop)
+    with pytest.raises(ValueError, match="idle_timeout_mode"):
+        bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), idle_timeout_mode=None,
+                        loop=loop)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), connect_timeout=-1,
+                        loop=loop)
+
+
+# -- knowing when a stopped listener's last connection has closed (issue 18) --
+
+def test_stop_callback_fires_once_the_last_connection_closes(loop, no_leaks):
+    accepted, calls = [], []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         socket={"open": accepted.append, "data": lambda s, b: None})
+    clients = [bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                               socket={"data": lambda s, b: None}) for _ in range(2)]
+    run_until(loop, lambda: len(accepted) >= 2)
+    srv.stop(callback=lambda lst: calls.append((lst, lst.connections)))
+    assert not srv.closed and srv.connections == 2
+    accepted[0].close()
+    loop.run_once(0)
+    assert calls == [] and not srv.closed
+    accepted[1].end()                      # a graceful close: FIN, then the peer's FIN
+    clients[1].end()
+    run_until(loop, lambda: calls)
+    assert calls == [(srv, 0)] and srv.closed
+    for c in clients:
+        c.close()
+    run(loop)
+    assert len(calls) == 1
+
+
+def test_stop_callback_with_no_connections_and_close_active(loop, no_leaks):
+    calls = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Echo())
+    srv.stop(callback=calls.append)
+    assert calls == [] and srv.closed      # called on the loop, not inside stop()
+    loop.run_once(0)
+    assert calls == [srv]
+    srv.stop(callback=calls.append)        # stop() is idempotent; a later callback still runs
+    loop.run_once(0)
+    assert calls == [srv, srv]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        srv.stop(callback=3)
+
+    accepted = []
+    srv2 = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                          socket={"open": accepted.append, "data": lambda s, b: None})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv2.port, loop=loop,
+                        socket={"data": lambda s, b: None})
+    run_until(loop, lambda: accepted)
+    srv2.stop(True, callback=calls.append)
+    assert srv2.closed
+    loop.run_once(0)
+    assert calls[-1] is srv2
+    c.close()
+    run(loop)

@@ -13,54 +13,10 @@ import pytest
 
 import bunsock
 from bunsock.proxy import parse_hostport, proxy_header_v1, proxy_header_v2
-from conftest import run, run_until
+from conftest import run
+from proxy_support import SRC, ProxyProc, procs, run_until  # noqa: F401 (fixture)
 
-SRC = str(Path(bunsock.__file__).resolve().parent.parent)
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-class ProxyProc:
-    def __init__(self, *args):
-        env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.p = subprocess.Popen([sys.executable, "-m", "bunsock", "proxy",
-                                   "--listen", "127.0.0.1:0", *args],
-                                  stderr=subprocess.PIPE, env=env, text=True)
-        line = self.p.stderr.readline()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        assert m, "no startup line: %r" % line
-        self.port = int(m.group(1))
-
-    def rss_kib(self):
-        with open("/proc/%d/status" % self.p.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self, sig=signal.SIGTERM, timeout=10):
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-        try:
-            rc = self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise
-        rest = self.p.stderr.read()
-        self.p.stderr.close()
-        return rc, rest
-
-
-@pytest.fixture
-def procs():
-    made = []
-    yield lambda *a: made.append(ProxyProc(*a)) or made[-1]
-    for pp in made:
-        if pp.p.poll() is None:
-            pp.p.kill()
-            pp.p.wait()
-        if not pp.p.stderr.closed:
-            pp.p.stderr.close()
 
 
 def listening(port):
@@ -138,7 +94,10 @@ def test_help_lists_every_option():
                          capture_output=True, text=True, timeout=30).stdout
     for opt in ("--listen", "--upstream", "--balance", "--workers", "--proxy-protocol",
                 "--tls-cert", "--tls-key", "--idle-timeout", "--max-connections",
-                "--shutdown-timeout", "--stats-interval", "--relay", "SIGUSR1", "SIGTERM"):
+                "--shutdown-timeout", "--stats-interval", "--relay", "SIGUSR1", "SIGTERM",
+                "--check-interval", "--check-send", "--check-expect", "--accept-proxy",
+                "--route", "--upstream-tls", "--upstream-ca", "--upstream-sni", "--metrics",
+                "--access-log", "--config", "SIGHUP", "weight=N", "backup"):
         assert opt in out, opt
 
 
@@ -157,7 +116,11 @@ def test_round_robin_with_failover_and_stats(loop, procs):
     assert not errs
     assert sorted(out) == [b"A+ping"] * 4 + [b"B+ping"] * 4     # the dead one is skipped
     pp.p.send_signal(signal.SIGUSR1)
-    line = pp.p.stderr.readline()
+    # The dead upstream's failure is logged once (one line), before the stats line.
+    failed = pp.wait_line(r"^bunsock proxy: upstream 127\.0\.0\.1:(\d+) failed \(")
+    assert int(failed.group(1)) == dead_port
+    line = pp.wait_line(r"accepted=").string
+    assert not [x for x in pp.lines if " failed (" in x and x is not failed.string]
     assert "accepted=8" in line and "active=0" in line, line
     # the clients arrive together: a few try the dead upstream before its first failure marks
     # it down; each failed over
@@ -377,3 +340,49 @@ def test_memory_per_connection_to_a_stalled_upstream_is_bounded(loop, procs):
     assert pushed > conns * (256 << 10)      # the kernel buffers filled: the relay is holding
     assert per_conn <= 256, per_conn
     pp.stop()
+
+
+
+# -- startup errors and upstream failures, as the operator reads them (issue 18) --
+
+def run_proxy(*args):
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "bunsock", "proxy", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_used_port_or_a_missing_certificate_is_one_error_line(loop, tmp_path):
+    taken = bunsock.listen(hostname="127.0.0.1", port=0, socket={"data": lambda s, b: None},
+                           loop=loop)
+    try:
+        for extra in ([], ["--workers", "2"]):
+            out = run_proxy("--listen", "127.0.0.1:%d" % taken.port, "--upstream",
+                            "127.0.0.1:9", *extra)
+            assert out.returncode == 1
+            assert out.stderr == ("error: --listen 127.0.0.1:%d: address already in use\n"
+                                  % taken.port)
+    finally:
+        taken.stop()
+    missing = tmp_path / "cert.pem"
+    out = run_proxy("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                    "--tls-cert", str(missing), "--tls-key", str(missing))
+    assert out.returncode == 1
+    assert out.stderr == "error: tls['cert'] file not found: %s\n" % missing
+
+
+def test_every_upstream_down_is_logged_once(loop, procs):
+    dead = [bunsock.listen(hostname="127.0.0.1", port=0, socket={"data": lambda s, b: None},
+                           loop=loop) for _ in range(2)]
+    ports = [d.port for d in dead]
+    for d in dead:
+        d.stop()
+    pp = procs("--upstream", "127.0.0.1:%d" % ports[0], "--upstream", "127.0.0.1:%d" % ports[1])
+    out, errs = fetch(loop, pp.port, n=3)
+    assert out == [b""] * 3                 # closed: nowhere to send them
+    rc, rest = pp.stop()
+    assert rc == 0
+    lines = rest.splitlines()
+    failed = [l for l in lines if " failed (ConnectionRefusedError" in l]
+    assert sorted(l.split()[3] for l in failed) == sorted("127.0.0.1:%d" % p for p in ports)
+    down = [l for l in lines if "every upstream is down" in l]
+    assert len(down) == 1, rest

@@ -639,3 +639,109 @@ def test_many_short_relayed_connections_close_once_each(loop, clean, mode):
     names = [n for n, _ in st["closes"]]
     assert names.count("down") == cycles and names.count("up") == cycles
     assert all(err is None for _, err in st["closes"])
+
+
+SPLICE_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="splice(2) is Linux only")
+
+
+@SPLICE_ONLY
+def test_upgrade_tls_on_a_spliced_socket_is_refused(loop, clean):
+    import ssl
+    from conftest import run_until
+    ctx = ssl.create_default_context()
+    st = {}
+
+    class Echo:
+        def data(self, sock, buf):
+            sock.write(buf)
+
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Echo())
+    proxy = make_proxy(loop, srv.port, st, splice=True)
+
+    class C:
+        def open(self, sock):
+            sock.write(b"x")
+
+        def data(self, sock, buf):
+            st["got"] = buf
+
+    c = bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=C())
+    run_until(loop, lambda: "got" in st)
+    down = st["downs"][0]
+    for s in (down, down.data):       # the client side and the upstream side of the relay
+        with pytest.raises(ValueError, match="splice"):
+            s.upgrade_tls(ctx, server_hostname="localhost")
+    c.write(b"still relayed")
+    run_until(loop, lambda: st["got"].endswith(b"relayed"))
+    c.close()
+    run_until(loop, lambda: len(st["closes"]) == 2)
+    srv.stop(True)
+    proxy.stop(True)
+    run(loop, 5)
+
+
+@SPLICE_ONLY
+def test_pooled_splice_pipes_are_closed_after_an_idle_period(loop, clean):
+    from bunsock._loop import _relay_pool_idle
+    from conftest import run_until
+    _relay_pool_idle(0.3)
+    try:
+        st = {}
+        srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Peer(4 << 20, 1, st, "srv"),
+                             allow_half_open=True)
+        proxy = make_proxy(loop, srv.port, st, splice=True)
+        clients = [bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop,
+                                   socket=Peer(4 << 20, 2, st, "cli%d" % i), allow_half_open=True)
+                   for i in range(3)]
+        run_until(loop, lambda: len(st["closes"]) == 6 and all("cli%d" % i in st for i in range(3)))
+        assert relay_stats()["live"] == 0
+        assert relay_stats()["pooled"] >= 1      # kept for the next relay...
+        run_until(loop, lambda: relay_stats()["pooled"] == 0, timeout=5)   # ...not forever
+        srv.stop(True)
+        proxy.stop(True)
+        del clients
+        run(loop, 5)
+    finally:
+        _relay_pool_idle(10.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unpipe_leaves_no_drain_owed_for_relayed_bytes(loop, clean, mode):
+    """The relay owns its destination's flow control (no `drain` while piped into). After
+    unpipe() the bytes it had buffered still go out, and no user `drain` fires for them."""
+    from conftest import run_until
+    drains, got, st = [], [0], {}
+    sink = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, pause_on_connect=True,
+                          recv_buffer_size=16 << 10, socket={
+                              "open": lambda s: st.setdefault("c", s),
+                              "data": lambda s, b: got.__setitem__(0, got[0] + len(b))})
+    b = bunsock.connect(hostname="127.0.0.1", port=sink.port, loop=loop,
+                        send_buffer_size=16 << 10,
+                        socket={"data": lambda s, buf: None, "drain": drains.append})
+    run_until(loop, lambda: "c" in st and b.ready_state == "open")
+
+    def a_open(a):
+        st["a"] = a
+        a.pipe(b, high_water_mark=64 << 10, splice=splice_opt(mode))
+
+    src = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         socket={"open": a_open, "data": lambda s, buf: None})
+    x = bunsock.connect(hostname="127.0.0.1", port=src.port, loop=loop,
+                        socket={"data": lambda s, buf: None})
+    run_until(loop, lambda: "a" in st and x.ready_state == "open")
+    x.write(b"z" * (4 << 20))
+    # the relay fills b up to its mark and holds the source: b is backed up
+    run_until(loop, lambda: b.buffered_amount > 0 and x.buffered_amount > 0)
+    assert st["a"].unpipe() is b
+    relayed = st["a"].bytes_read
+    st["c"].resume()
+    run_until(loop, lambda: got[0] >= relayed and b.buffered_amount == 0)
+    loop.run_once(0.05)
+    assert got[0] == relayed
+    assert drains == []
+    for s in (x, b, st["a"], st["c"]):
+        s.close()
+    sink.stop(True)
+    src.stop(True)
+    run(loop)

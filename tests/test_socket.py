@@ -797,3 +797,34 @@ def test_one_busy_socket_cannot_starve_another(no_leaks):
         assert seen["a_read_before_b"] <= 16 * 1024, seen
     finally:
         lp.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_with_block_on_a_connecting_socket_still_sends_its_writes(loop, no_leaks, tls):
+    """`with connect(...) as s: s.write(b"hello")` leaves the block before the connection is
+    made: the bytes still go out (docs/API.md: as write(); close() does), then it closes."""
+    from conftest import run_until
+    got, ends = bytearray(), []
+    kw = {}
+    if tls:
+        trustme = pytest.importorskip("trustme")
+        import ssl
+        ca = trustme.CA()
+        sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(sctx)
+        cctx = ssl.create_default_context()
+        ca.configure_trust(cctx)
+        kw = {"tls": cctx}
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         tls=sctx if tls else None, socket={
+                             "data": lambda s, b: got.extend(b),
+                             "end": lambda s: ends.append(bytes(got)),
+                             "close": lambda s, e: ends.append(e)})
+    with bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                         socket={"data": lambda s, b: None}, **kw) as s:
+        assert s.write(b"hello") == 5
+    assert s.ready_state != "open"
+    run_until(loop, lambda: ends and s.ready_state == "closed")
+    assert bytes(got) == b"hello"
+    srv.stop(True)
+    run(loop)

@@ -590,3 +590,54 @@ def test_connect_sock_must_be_connected(loop, no_leaks):
             bunsock.connect(sock=s, hostname="127.0.0.1", port=1, socket=Echo(), loop=loop)
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("how", ["sockopts", "setsockopt", "set_no_delay"])
+def test_tcp_nodelay_off_asked_before_open_stays_off(loop, no_leaks, how):
+    """TCP_NODELAY is on by default, but the user's own choice wins: asked off through
+    connect(sockopts=...), or with setsockopt / set_no_delay(False) while connecting, it still
+    reads 0 after `open`."""
+    from conftest import run_until
+    off = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+    seen = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         socket={"data": lambda s, b: None})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                        sockopts=[off] if how == "sockopts" else None, socket={
+                            "open": lambda s: seen.append(
+                                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)),
+                            "data": lambda s, b: None})
+    if how == "setsockopt":
+        c.setsockopt(*off)
+    elif how == "set_no_delay":
+        c.set_no_delay(False)
+    run_until(loop, lambda: seen)
+    assert seen == [0]
+    plain = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop, socket={
+        "open": lambda s: seen.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)),
+        "data": lambda s, b: None})
+    run_until(loop, lambda: len(seen) == 2)
+    assert seen[1] != 0                  # the default is still on
+    c.close()
+    plain.close()
+    srv.stop(True)
+    run(loop)
+
+
+def test_tcp_nodelay_off_on_a_listener_stays_off_on_accepted_sockets(loop, no_leaks):
+    """listen(sockopts=[TCP_NODELAY 0]): the accepted sockets inherit the user's choice, the
+    default (on) does not overwrite it."""
+    from conftest import run_until
+    seen = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop,
+                         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)],
+                         socket={"open": lambda s: seen.append(
+                             s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)),
+                             "data": lambda s, b: None})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop,
+                        socket={"data": lambda s, b: None})
+    run_until(loop, lambda: seen)
+    assert seen == [0]
+    c.close()
+    srv.stop(True)
+    run(loop)

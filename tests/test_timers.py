@@ -758,3 +758,101 @@ def test_idle_timeout_counts_from_the_io_not_from_the_batch_start(loop):
     assert [v["poll"] for v in seen.values()] == [sent + 1] * 2, "not one batch: %r" % seen
     for v in seen.values():
         assert v["fired"] - v["io"] >= 0.95, seen
+
+
+def test_timer_and_loop_reprs_say_what_they_are(loop):
+    def tick():
+        pass
+
+    assert repr(loop) == "<bunsock.Loop %s idle refs=0>" % bunsock.backend()
+    once = loop.call_later(5, tick)
+    every = loop.call_every(0.5, tick).unref()
+    assert repr(once).startswith("<bunsock.Timer ") and "tick once due=" in repr(once)
+    assert "tick every 0.5s due=" in repr(every) and repr(every).endswith(" unref>")
+    assert "refs=1" in repr(loop)
+    once.cancel()
+    every.cancel()
+    assert "cancelled or done" in repr(once)
+    loop.close()
+    assert "closed" in repr(loop)
+
+
+@pytest.mark.parametrize("how", ["write", "writelines"])
+def test_a_write_outside_any_handler_starts_a_new_idle_period(loop, how):
+    """After `timeout` fired, a write made outside any handler (the loop driven by run_once,
+    as an embedding does) is activity: `timeout` fires again one period later, for write() and
+    writelines() alike."""
+    from conftest import run_until
+    fired = []
+    srv = listen(loop, Silent())
+    client = bunsock.connect(hostname=HOST, port=srv.port, loop=loop, socket={
+        "open": lambda s: s.timeout(0.2), "data": lambda s, b: None,
+        "timeout": lambda s: fired.append(time.monotonic())})
+    run_until(loop, lambda: len(fired) == 1)
+    if how == "write":
+        assert client.write(b"ping") == 4
+    else:
+        assert client.writelines([b"pi", b"ng"]) == 4
+    wrote = time.monotonic()
+    run_until(loop, lambda: len(fired) == 2, timeout=5)
+    assert fired[1] - wrote >= 0.15
+    client.close()
+    srv.stop(True)
+    run(loop)
+
+
+def test_run_once_validates_its_timeout(loop):
+    """A negative or NaN timeout is a ValueError (epoll_wait(-1) would block forever); a huge
+    one is capped (MAX_WAIT, about 24.8 days), not overflowed: the loop still returns on the
+    first event."""
+    wake = threading.Timer(1.0, lambda: loop.call_soon_threadsafe(lambda: None))
+    wake.start()
+    try:
+        for bad in (-0.001, -1, float("nan")):
+            with pytest.raises(ValueError, match="timeout"):
+                loop.run_once(bad)
+        with pytest.raises(TypeError):
+            loop.run_once("1")
+    finally:
+        wake.cancel()
+    for huge in (1e12, float("inf"), 10 ** 30, 10 ** 400):
+        # a wait that wrapped to a negative int would block forever; a capped one ends with
+        # the first event (this thread's wake-up)
+        done = []
+        wake = threading.Timer(0.1, lambda: loop.call_soon_threadsafe(done.append, 1))
+        wake.start()
+        t0 = time.monotonic()
+        while not done and time.monotonic() - t0 < 5:
+            loop.run_once(huge)
+        wake.join()
+        assert done and time.monotonic() - t0 < 5
+    loop.run_once(0)
+
+
+def test_a_loop_that_failed_to_build_is_not_counted():
+    import gc
+    from bunsock._loop import debug_counts
+    gc.collect()
+    before = debug_counts()["loops"]
+    for _ in range(3):
+        with pytest.raises(ValueError, match="read_buffer_size"):
+            bunsock.Loop(read_buffer_size=100)
+    gc.collect()
+    assert debug_counts()["loops"] == before
+
+
+def test_run_once_returns_for_queued_callbacks_and_due_timers(loop):
+    """run_once(timeout) waits for events only until there is other work: a queued call_soon
+    runs at once, a timer due before the timeout fires inside that same call."""
+    ran = []
+    loop.call_soon(ran.append, "soon")
+    t0 = time.monotonic()
+    loop.run_once(30)
+    assert ran == ["soon"]
+    assert time.monotonic() - t0 < 10          # not the 30 s timeout (slack for a loaded machine)
+    loop.call_later(0.05, ran.append, "timer")
+    t0 = time.monotonic()
+    while "timer" not in ran and time.monotonic() - t0 < 10:
+        loop.run_once(30)
+    assert ran == ["soon", "timer"]
+    assert time.monotonic() - t0 < 10

@@ -1080,3 +1080,58 @@ def test_no_leaks_after_500_tls_cycles(loop, sctx, cctx, no_heap_trim):
     assert open_fds() == fds
     assert debug_counts() == counts
     assert not [o for o in gc.get_objects() if type(o).__name__ == "TLSState"]
+
+
+def test_starttls_reply_before_a_cut_tls_write_survives_close(loop, sctx, no_leaks):
+    """Inside one handler: a plaintext reply (corked), upgrade_tls(), a TLS write that
+    high_water_mark refuses, close(). The reply was never refused by the kernel: close() must
+    still send it, as it does for any corked write (it is not a backlog to drop)."""
+    from conftest import run_until
+    seen = {}
+
+    class Srv:
+        def data(self, sock, buf):
+            sock.write(b"220 go ahead\r\n")
+            sock.upgrade_tls(sctx, server_side=True)
+            seen["accepted"] = sock.write(b"x" * 100)
+            seen["buffered"] = sock.buffered_amount
+            sock.close()
+
+    got = bytearray()
+    closed = []
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Srv(), loop=loop,
+                         high_water_mark=20)
+    bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop, socket={
+        "open": lambda s: s.write(b"STARTTLS\r\n"), "data": lambda s, b: got.extend(b),
+        "close": lambda s, e: closed.append(e)})
+    run_until(loop, lambda: closed)
+    assert bytes(got) == b"220 go ahead\r\n"
+    # the corked reply went to the kernel first; then nothing was held: the TLS write was
+    # taken whole, held for the handshake that never came
+    assert seen == {"accepted": 100, "buffered": 100}
+    srv.stop()
+    run(loop)
+
+
+def test_flush_sends_plaintext_a_callback_wrote(loop, sctx, cctx, no_leaks):
+    """flush() inside a callback pushes what TLS corked (as close() does), not only raw bytes."""
+    from conftest import run_until
+    got = bytearray()
+    res = []
+
+    def tick(sock):
+        before = sock.bytes_written
+        sock.write(b"ping")
+        sock.flush()
+        res.append(sock.bytes_written - before)
+
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, tls=sctx, loop=loop,
+                         socket={"data": lambda s, b: got.extend(b)})
+    c = bunsock.connect(hostname="127.0.0.1", port=srv.port, loop=loop, tls=cctx,
+                        socket={"open": lambda s: loop.call_soon(tick, s),
+                                "data": lambda s, b: None})
+    run_until(loop, lambda: got == b"ping")
+    assert res and res[0] > 4           # a TLS record went out inside flush()
+    c.close()
+    srv.stop(True)
+    run(loop)

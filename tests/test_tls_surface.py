@@ -98,6 +98,49 @@ def test_bad_pem_raises_at_listen(loop, no_leaks, pems):
                        tls={"cert": [], "key": pems["key"]})
 
 
+def test_a_missing_certificate_key_or_ca_file_is_named(loop, no_leaks, pems, tmp_path):
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(pems["cert"])
+    key = tmp_path / "key.pem"
+    key.write_text(pems["key"])
+    missing = tmp_path / "nope.pem"
+    for where, tls, listening in (
+            ("cert", {"cert": str(missing), "key": str(key)}, True),
+            ("key", {"cert": cert, "key": missing}, True),        # os.PathLike too
+            ("ca", {"ca": str(missing)}, False),
+            ("cert", {"cert": [str(cert), str(missing)], "key": str(key)}, True)):
+        with pytest.raises(FileNotFoundError) as e:
+            if listening:
+                bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), tls=tls, loop=loop)
+            else:
+                bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), tls=tls, loop=loop)
+        assert e.value.filename == str(missing)
+        assert "tls[%r] file not found" % where in str(e.value) and str(missing) in str(e.value)
+
+
+def test_a_file_that_is_not_pem_is_named(loop, no_leaks, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ssl.SSLError, match=r"\(loading tls\['cert'\] %s, tls\['key'\] %s\)"
+                       % (bad, bad)):
+        bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), loop=loop,
+                       tls={"cert": str(bad), "key": str(bad)})
+    with pytest.raises(ssl.SSLError, match=r"\(loading tls\['ca'\] %s\)" % bad):
+        bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), loop=loop,
+                        tls={"ca": str(bad)})
+
+
+@pytest.mark.parametrize("key, meant", [("rejectUnauthorized", "reject_unauthorized"),
+                                        ("serverName", "server_name"),
+                                        ("ALPNProtocols", "alpn"), ("cafile", "ca"),
+                                        ("certfile", "cert"), ("pasphrase", "passphrase")])
+def test_bun_and_python_spellings_in_tls_get_a_did_you_mean(loop, key, meant):
+    with pytest.raises(TypeError, match=r"unknown tls option\(s\) %r \(did you mean %r\?\)"
+                       % (key, meant)):
+        bunsock.connect(hostname="127.0.0.1", port=9, socket=Echo(), tls={key: False},
+                        loop=loop)
+
+
 def test_local_certificate_and_server_hostname(loop, no_leaks, pems, leaf):
     seen = one_exchange(loop, {"cert": pems["cert"], "key": pems["key"]},
                         {"ca": pems["ca"], "server_name": "localhost"})

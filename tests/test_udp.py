@@ -58,7 +58,7 @@ def test_ipv4_echo(loop, no_leaks):
     assert sorted(b for b, _, _ in replies) == [b"PING %d" % i for i in range(5)]
     assert {(p, a) for _, p, a in replies} == {(server.port, "127.0.0.1")}
     assert {(p, a) for _, p, a in seen} == {(client.port, "127.0.0.1")}
-    assert server.family == "IPv4" and server.address == "127.0.0.1"
+    assert server.family == "IPv4" and server.address == ("127.0.0.1", server.port)
     assert server.closed and client.closed and client.fileno() == -1
 
 
@@ -523,3 +523,93 @@ def test_portable_fallback_compiles_warning_free(tmp_path):
                           "-I" + str(csrc), str(csrc / "udp.c"), "-o", str(tmp_path / "u.o")],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+# -- what TCP sockets have: options, buffer sizes, adoption; address/hostname (issue 18) --
+
+def test_hostname_is_what_was_given_and_address_is_the_bound_end(loop, no_leaks):
+    a = bunsock.udp_socket(loop=loop)
+    b = bunsock.udp_socket(hostname="localhost", loop=loop)
+    c = bunsock.udp_socket(hostname="127.0.0.1", loop=loop)
+    assert a.hostname is None and a.address == ("0.0.0.0", a.port)
+    assert b.hostname == "localhost" and b.address[1] == b.port
+    assert c.hostname == "127.0.0.1" and c.address == ("127.0.0.1", c.port)
+    for u in (a, b, c):
+        u.close()
+    assert c.address == ("127.0.0.1", c.port)      # still answers after close()
+    run(loop)
+
+
+def test_address_in_use_names_the_address(loop, no_leaks):
+    u = bunsock.udp_socket(hostname="127.0.0.1", loop=loop)
+    for kw in ({}, {"recv_buffer_size": 65536}):
+        with pytest.raises(OSError, match=r"cannot bind UDP to 127\.0\.0\.1:%d" % u.port) as e:
+            bunsock.udp_socket(hostname="127.0.0.1", port=u.port, loop=loop, **kw)
+        assert e.value.errno == errno.EADDRINUSE
+    u.close()
+    run(loop)
+
+
+def test_sockopts_buffer_sizes_and_live_options(loop, no_leaks):
+    u = bunsock.udp_socket(hostname="127.0.0.1", loop=loop, recv_buffer_size=200000,
+                           send_buffer_size=100000,
+                           sockopts=[(socket.IPPROTO_IP, socket.IP_TTL, 7)])
+    assert u.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 200000   # Linux doubles it
+    assert u.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 100000
+    assert u.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 7
+    u.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 9)
+    assert u.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 9
+    assert len(u.getsockopt(socket.IPPROTO_IP, socket.IP_TTL, 4)) == 4
+    with pytest.raises(TypeError):
+        u.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, "9")
+    with pytest.raises(OSError):
+        u.setsockopt(socket.SOL_SOCKET, 12345, 1)
+    # still a working socket: a datagram to itself arrives
+    got = []
+    u.reload({"data": lambda s, b, p, a: got.append((b, p, a))})
+    assert u.send(b"hi", u.port, "127.0.0.1")
+    run_until(loop, lambda: got)
+    assert got == [(b"hi", u.port, "127.0.0.1")]
+    u.close()
+    with pytest.raises(OSError) as e:
+        u.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        bunsock.udp_socket(hostname="127.0.0.1", loop=loop, sockopts=[(socket.SOL_SOCKET, 12345, 1)])
+    run(loop)
+
+
+def test_adopting_an_existing_datagram_socket(loop, no_leaks):
+    peer = bunsock.udp_socket(hostname="127.0.0.1", loop=loop)
+    got = []
+    peer.reload({"data": lambda s, b, p, a: (got.append(b), s.send(b"re:" + b, p, a))})
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    port = raw.getsockname()[1]
+    replies = []
+    u = bunsock.udp_socket(sock=raw, loop=loop, connect={"hostname": "127.0.0.1",
+                                                         "port": peer.port},
+                           socket={"data": lambda s, b, p, a: replies.append(b)})
+    assert raw.fileno() == -1                      # detached: the UdpSocket owns it
+    assert u.address == ("127.0.0.1", port) and u.hostname is None
+    assert u.remote_port == peer.port
+    assert u.send(b"one")
+    # fd= with an unbound socket: bunsock binds it to an ephemeral port.
+    raw2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v = bunsock.udp_socket(fd=raw2.detach(), loop=loop, socket={"data": lambda *a: None})
+    assert v.port > 0
+    assert v.send(b"two", peer.port, "127.0.0.1")
+    run_until(loop, lambda: len(got) >= 2 and replies)
+    assert sorted(got) == [b"one", b"two"] and replies == [b"re:one"]
+    # Errors leave the caller's socket alone.
+    tcp = socket.socket()
+    with pytest.raises(ValueError, match="needs a datagram socket"):
+        bunsock.udp_socket(sock=tcp, loop=loop)
+    assert tcp.fileno() >= 0
+    tcp.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as d:
+        with pytest.raises(ValueError, match="do not apply to an adopted"):
+            bunsock.udp_socket(sock=d, hostname="127.0.0.1", loop=loop)
+    for x in (u, v, peer):
+        x.close()
+    run(loop)

@@ -5,9 +5,16 @@
     class Echo:
         def data(self, sock, buf):
             sock.write(buf)
+            if sock.buffered_amount > 1 << 20:   # the client reads slower than it sends:
+                sock.pause()                     # stop reading it until drain
+        def drain(self, sock):
+            sock.resume()
 
     server = bunsock.listen(hostname="127.0.0.1", port=8080, socket=Echo())
     bunsock.run()
+
+The guide (docs/guide/) and the contract (docs/API.md) are in the source tree and on the
+documentation site; help(bunsock.listen) lists the handlers and their arguments.
 """
 from ._abs import ArrayBufferSink
 from ._api import connect, listen
@@ -15,10 +22,13 @@ from ._loop import Group, Listener, Loop, Socket, Timer, UdpSocket, backend, get
 from ._udp_api import udp_socket
 from ._sockinfo import TcpInfo
 from ._pipes import relay
+from . import framing
+from .framing import FramingError
 from .serve import serve
 
 __all__ = [
     "ArrayBufferSink",
+    "FramingError",
     "Group",
     "Listener",
     "Loop",
@@ -31,6 +41,7 @@ __all__ = [
     "call_later",
     "call_soon",
     "connect",
+    "framing",
     "get_loop",
     "listen",
     "relay",
@@ -40,12 +51,19 @@ __all__ = [
 ]
 from ._version import __version__  # noqa: E402  (written only in _version.py)
 
+# Handler-table types (bunsock._types), loaded on first use: typing help, never used per event.
+_TYPES = ("DataHandler", "DrainHandler", "Handlers", "IdleTimeoutMode", "SocketHandlerMap",
+          "UdpDataHandler", "UdpHandlerMap", "UdpHandlers")
+
 
 def __getattr__(name):
-    # bunsock.aio imports asyncio: only pay for it when it is used.
-    if name == "aio":
+    # bunsock.aio imports asyncio, bunsock.proxy argparse: only pay for them when used.
+    if name in ("aio", "proxy"):
         import importlib
-        return importlib.import_module(".aio", __name__)
+        return importlib.import_module("." + name, __name__)
+    if name in _TYPES:
+        from . import _types
+        return getattr(_types, name)
     raise AttributeError("module 'bunsock' has no attribute %r" % name)
 
 

@@ -6,20 +6,9 @@ import os
 import socket as _socket
 import struct
 import sys
-from collections.abc import Mapping
 
-from . import _loop, _resolve
+from . import _handlers, _loop, _resolve
 from ._loop import BINARY_TYPES, HANDLER_NAMES
-
-
-# CO_COROUTINE | CO_ASYNC_GENERATOR: read from the code object rather than importing inspect,
-# whose import adds thousands of long-lived objects that every full GC pass then walks.
-_ASYNC_CODE_FLAGS = 0x0080 | 0x0200
-
-
-def _is_async(fn):
-    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    return code is not None and bool(code.co_flags & _ASYNC_CODE_FLAGS)
 
 
 def resolve_handlers(table):
@@ -27,25 +16,7 @@ def resolve_handlers(table):
     if table is None:
         raise TypeError("socket= needs a handler table (an object or a mapping with at least "
                         "'data' or 'drain')")
-    if isinstance(table, Mapping):
-        unknown = [k for k in table if k not in HANDLER_NAMES]
-        if unknown:
-            raise TypeError("unknown handler name(s) %s; expected some of %s"
-                            % (", ".join(map(repr, unknown)), ", ".join(HANDLER_NAMES)))
-        found = tuple(table.get(n) for n in HANDLER_NAMES)
-    else:
-        found = tuple(getattr(table, n, None) for n in HANDLER_NAMES)
-    for name, fn in zip(HANDLER_NAMES, found):
-        if fn is None:
-            continue
-        if not callable(fn):
-            raise TypeError("handler %r must be callable, not %s" % (name, type(fn).__name__))
-        if _is_async(fn):
-            # The loop calls handlers synchronously: a coroutine would be created and never run.
-            raise TypeError("handler %r is an async function; bunsock handlers are plain "
-                            "functions. To await inside one, use bunsock.aio (the loop in "
-                            "asyncio) and start a task: asyncio.get_running_loop()"
-                            ".create_task(...)" % name)
+    found = _handlers.resolve(table, HANDLER_NAMES)
     if found[1] is None and found[2] is None:
         raise TypeError("a handler table needs at least a 'data' or a 'drain' handler")
     return found
@@ -69,10 +40,16 @@ def _seconds(name, value):
     return float(value)
 
 
+IDLE_TIMEOUT_MODES = ("any", "read")
+
+
 def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls=None,
               server_side=False, server_hostname=None, pause_on_connect=False,
-              low_water_mark=None):
+              low_water_mark=None, idle_timeout_mode="any", framing=None):
     handlers = resolve_handlers(socket)
+    if idle_timeout_mode not in IDLE_TIMEOUT_MODES:
+        raise ValueError("idle_timeout_mode must be 'any' (reads and writes restart the idle "
+                         "timeout) or 'read' (only reads do), not %r" % (idle_timeout_mode,))
     if binary_type not in BINARY_TYPES:
         raise ValueError("binary_type must be one of %s, not %r"
                          % (", ".join(map(repr, BINARY_TYPES)), binary_type))
@@ -83,7 +60,8 @@ def _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls
         raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)" % (lwm, hwm))
     return _loop._make_ctx(handlers, BINARY_TYPES[binary_type], bool(allow_half_open), hwm,
                            int(math.ceil(idle_s * 1000)), tls, server_side, server_hostname,
-                           bool(pause_on_connect), lwm)
+                           bool(pause_on_connect), lwm, idle_timeout_mode == "read",
+                           _loop._compile_framing(framing))
 
 
 # sizeof(sockaddr_un.sun_path) less the terminating NUL: 108 - 1 on Linux, 104 - 1 on macOS/BSD.
@@ -220,8 +198,20 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
            high_water_mark=None, binary_type="bytes", idle_timeout=None, max_connections=None,
            pause_on_connect=False, sockopts=None, fastopen=None, defer_accept=None,
            freebind=False, transparent=False, mark=None, send_buffer_size=None,
-           recv_buffer_size=None, low_water_mark=None, loop=None):
+           recv_buffer_size=None, low_water_mark=None, idle_timeout_mode="any", framing=None,
+           loop=None):
     """Bind and listen; connections are accepted on the loop and handed to `socket` handlers.
+
+    Handlers (methods of the `socket` object, or keys of a mapping; all optional but one of
+    data/drain; each is called with the accepted Socket first):
+      open(sock)                  accepted (TLS: handshake done), before any data
+      data(sock, buf)             bytes read (no message boundaries); buf per binary_type
+      drain(sock)                 the write backlog (sock.buffered_amount) has flushed
+      end(sock)                   the peer sent FIN
+      close(sock, err)            once, after the socket closed; err None or an OSError
+      error(sock, exc)            another handler raised exc
+      timeout(sock)               the idle timeout expired (no handler: closed, TimeoutError)
+      handshake(sock, success, auth_error)   TLS handshake finished or failed
 
     Parameters (keyword-only):
       hostname, port: address to bind (port 0 picks a free one: read listener.port); or
@@ -239,16 +229,23 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         when it is empty).
       binary_type: "bytes" (default), "bytearray" or "memoryview" for `data`.
       idle_timeout: seconds without I/O before `timeout` fires (None: never).
+      idle_timeout_mode: "any" (default: reads and writes restart the idle timeout) or "read"
+        (only bytes received do: "no message from the peer for N seconds").
       max_connections: stop accepting at this many live sockets, resume below it.
       pause_on_connect: sockets start paused (open fires; data waits for resume()).
+      framing: a rule from bunsock.framing (lines(...), length_prefixed(...)): `data` gets
+        whole messages and write_frame() adds the header or delimiter (None: raw bytes).
       sockopts=[(level, option, int|bytes)], send_buffer_size, recv_buffer_size, fastopen
         (True or queue length), defer_accept (s), freebind, transparent, mark: options set
         before bind().
       loop: the Loop to use (default: this thread's).
     Returns: a Listener, bound and listening.
-    Raises: OSError with errno from the kernel (EADDRINUSE, EPERM, ENOPROTOOPT, ENOTSOCK...);
-    ValueError for a bad port, endpoint, binary_type or value; TypeError for a bad handler
-    table (no data/drain, an entry that is not callable, an async def, an unknown key)."""
+    Raises: OSError with errno from the kernel (EADDRINUSE, EPERM, ENOPROTOOPT, ENOTSOCK...;
+    a bind error names the address: "cannot listen on 127.0.0.1:8080"); FileNotFoundError
+    naming a missing tls= file; ValueError for a bad port, endpoint, binary_type or value;
+    TypeError for a bad handler table (a class instead of an instance, no data/drain, an entry
+    that is not callable, an async def, an unknown key or a name almost a handler's), or a
+    framing that is not a bunsock.framing rule."""
     adopt = fd is not None or sock is not None
     if adopt:
         if hostname is not None or port is not None or unix is not None:
@@ -266,7 +263,8 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
-                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect, low_water_mark)
+                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect,
+                    low_water_mark, idle_timeout_mode, framing)
     loop = loop if loop is not None else _loop.get_loop()
     if adopt:
         fd, family, local = _adopted_fd(fd, sock, True)
@@ -298,19 +296,39 @@ def _listen(loop, ctx, data, hostname, port, unix, path, backlog, reuse_port, ip
                           "a stale socket file left by a dead process: remove it yourself if "
                           "nothing listens there)" % (unix,), unix) from None
     family, ip = _resolve.literal(hostname) or _resolve.lookup(hostname, port, passive=True)[0]
-    return loop._listen_tcp(ctx, data, family, ip, port, backlog, bool(reuse_port),
-                            bool(ipv6_only), hostname, opts)
+    try:
+        return loop._listen_tcp(ctx, data, family, ip, port, backlog, bool(reuse_port),
+                                bool(ipv6_only), hostname, opts)
+    except OSError as e:
+        raise bind_error(e, "listen on", hostname, ip, port) from None
+
+
+def bind_error(e, what, hostname, ip, port):
+    """The kernel's error from bind()/listen(), same class and errno, naming the address:
+    `[Errno 98] Address already in use: cannot listen on 127.0.0.1:8080`."""
+    where = ("[%s]:%d" if ":" in ip else "%s:%d") % (ip, port)
+    if hostname not in (None, ip):
+        where = "%s (%s)" % (where, hostname)
+    err = type(e)(e.errno, "%s: cannot %s %s" % (e.strerror or e, what, where))
+    return err
 
 
 def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None, tls=None,
             session=None, allow_half_open=False, local_address=None, local_port=None, high_water_mark=None,
             binary_type="bytes", timeout=None, happy_eyeballs_delay=0.25, pause_on_connect=False,
             sockopts=None, fastopen=False, freebind=False, transparent=False, mark=None,
-            send_buffer_size=None, recv_buffer_size=None, low_water_mark=None, loop=None):
+            send_buffer_size=None, recv_buffer_size=None, low_water_mark=None,
+            connect_timeout=None, idle_timeout=None, idle_timeout_mode="any", framing=None,
+            loop=None):
     """Start connecting; returns the Socket at once (ready_state "connecting").
 
     `open` fires on success (TLS: after the handshake unless a `handshake` handler exists),
     `connect_error(sock, exc)` on failure; nothing blocks: names resolve in a thread pool.
+    Handlers: those of listen() (open, data, drain, end, close, error, timeout, handshake,
+    called as there), plus
+      connect_error(sock, exc)    the connection failed before open (refused, timed out,
+                                  name not found, TLS handshake failed); open/close never fire
+
     Parameters (keyword-only):
       hostname, port: where to connect; a name with several addresses races them (Happy
         Eyeballs): the next starts after happy_eyeballs_delay seconds (0.25; 0 or None: one
@@ -321,11 +339,14 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
       data: initial sock.data.
       tls: True (system trust store), an ssl.SSLContext, or a mapping (docs/TLS.md);
         session=: an ssl.SSLSession to resume.
-      allow_half_open, high_water_mark, low_water_mark, binary_type, pause_on_connect: as for
-        listen().
+      allow_half_open, high_water_mark, low_water_mark, binary_type, pause_on_connect,
+        framing: as for listen().
       local_address, local_port: bind the local end first.
-      timeout: seconds bounding resolution + connect (+ TLS handshake); then the socket's
-        idle timeout.
+      connect_timeout: seconds bounding resolution + connect (+ TLS handshake): then
+        `connect_error` gets TimeoutError (None: no bound).
+      idle_timeout, idle_timeout_mode: the socket's idle timeout once open, as for listen().
+      timeout: both at once (connect_timeout and idle_timeout), Bun's single setting; either
+        of them given as well overrides it.
       sockopts and the named options as for listen() (fastopen: bool), set before connect().
       loop: the Loop to use (default: this thread's).
     Returns: the Socket (writes made while connecting are kept and sent after `open`).
@@ -341,6 +362,9 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     else:
         hostname, port, path = _check_endpoint(hostname, port, unix)
     timeout_s = _seconds("timeout", timeout)
+    connect_s = timeout_s if connect_timeout is None else _seconds("connect_timeout",
+                                                                   connect_timeout)
+    idle_s = timeout_s if idle_timeout is None else _seconds("idle_timeout", idle_timeout)
     he_delay = _seconds("happy_eyeballs_delay", happy_eyeballs_delay)
     opts = _sockopt_list(sockopts, False, fastopen, None, freebind, transparent, mark,
                          send_buffer_size, recv_buffer_size)
@@ -356,8 +380,9 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
         tls_ctx, server_hostname = client_context(tls, hostname, session)
     elif session is not None:
         raise ValueError("session= resumes a TLS session: it needs tls=")
-    ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, timeout_s, tls_ctx,
-                    False, server_hostname, pause_on_connect, low_water_mark)
+    ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark, idle_s, tls_ctx,
+                    False, server_hostname, pause_on_connect, low_water_mark, idle_timeout_mode,
+                    framing)
     loop = loop if loop is not None else _loop.get_loop()
     if sock is not None:
         fd, _family, _local = _adopted_fd(None, sock, False)
@@ -378,7 +403,7 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
             # The real socket is made on the loop: a bad option must still fail here.
             _loop._probe_sockopts(probe_family, opts)
         sock = loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
-                             timeout_s, opts, he_delay)
+                             connect_s, opts, he_delay)
     if tls_ctx is not None:
         # Writes made while connecting and handshaking are held by TLS, sent after the handshake.
         from ._tls import attach

@@ -25,13 +25,13 @@ cdef class Group:
     def add(self, sock):
         """Add a Socket (no-op if it is a member already or closed). Raises TypeError for
         anything but a Socket, ValueError for a socket of another loop than the members'."""
-        if self.loop is not None:
-            _check_thread(self.loop)
         cdef Socket s
         cdef _SockExt ext
         if type(sock) is not Socket:
             raise TypeError("a Group holds bunsock.Socket objects, not %s" % type(sock).__name__)
         s = <Socket>sock
+        # The socket's loop, not only the group's: the first add has no group loop yet.
+        _check_thread(s.loop)
         if s.state == ST_CLOSED or s in self.index:
             return
         if self.loop is not None and self.index and s.loop is not self.loop:
@@ -87,18 +87,19 @@ cdef class Group:
             self.index[self.members[i]] = i
         return 0
 
-    def write(self, data, skipped=None):
+    def write(self, data, skipped=None, *, exclude=None):
         """Write `data` (bytes-like) to every member. Each member takes the whole message or
         none of it: one whose buffered bytes (sink, cork, TLS) plus the message would exceed its
         high_water_mark is skipped (it owes a `drain`), as is one that is ending; a member with
         nothing buffered always takes it whole, the part the kernel refuses being buffered.
         Returns how many members took it. skipped: a list to which the members that did not
-        take it are appended. Raises TypeError for a str."""
+        take it are appended. exclude: a member (e.g. the sender) that is not written to (nor
+        counted, nor added to skipped). Raises TypeError for a str."""
         if self.loop is not None:
             _check_thread(self.loop)
         cdef Py_buffer view
         cdef const char *p
-        cdef Py_ssize_t n, i, total, used, hwm, r, taken = 0
+        cdef Py_ssize_t n, i, total, r, taken = 0
         cdef Socket s
         cdef object o
         cdef list members
@@ -113,6 +114,8 @@ cdef class Group:
                 PyBuffer_Release(&view)
         p = PyBytes_AS_STRING(data)
         n = PyBytes_GET_SIZE(data)
+        if exclude is not None and not isinstance(exclude, Socket):
+            raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
         if skipped is not None and not isinstance(skipped, list):
             raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
         members = self.members
@@ -124,25 +127,23 @@ cdef class Group:
                 if o is None:
                     continue          # left during this write
                 s = <Socket>o
+                if o is exclude:
+                    continue
                 if s.state == ST_CLOSED or (s.flags & (F_ENDING | F_SHUT_WR)):
                     if skipped is not None:
                         skipped.append(s)
                     continue
-                hwm = s.ctx.hwm
-                if hwm >= 0 and n > 0:
-                    used = s._pending() + s._tls_held()
-                    if used > 0 and used + n > hwm:
-                        # A prefix is never sent: the member gets none of this message, and a
-                        # `drain` when its backlog has gone, so the game can resync it.
-                        s.flags |= F_DRAIN_OWED
-                        if not (s.flags & F_CORKED) and s.cork_depth == 0:
-                            s._settle()
-                        if skipped is not None:
-                            skipped.append(s)
-                        continue
+                # F_WHOLE: the write room applies the whole-message rule (_hwm_room), here and
+                # in the member's own write path (plaintext cork and sink, TLS).
                 s.flags |= F_WHOLE
                 try:
-                    r = s._write(p, n, data)
+                    if s._hwm_room(n) < n:
+                        # A prefix is never sent: the member gets none of this message, and a
+                        # `drain` when its backlog has gone, so the game can resync it.
+                        s._owe_drain()
+                        r = -1
+                    else:
+                        r = s._write(p, n, data)
                 finally:
                     s.flags &= ~F_WHOLE
                 if r == n:
@@ -154,6 +155,16 @@ cdef class Group:
             if self.busy == 0 and self.holes:
                 self._compact()
         return taken
+
+    def write_frame(self, payload, skipped=None, *, exclude=None):
+        """Write payload as one frame to every member, framed by each member's own rule
+        (Socket.write_frame): whole or not at all per member under its high_water_mark; a
+        member without framing, closed or ending does not take it. Returns how many members
+        took it. skipped: a list to which the members that did not are appended. exclude: a
+        member (e.g. the sender) that is not written to (nor counted, nor added to skipped).
+        Raises TypeError for a str, ValueError when some member's rule cannot frame the
+        payload (then no member gets it)."""
+        return _group_write_frame(self, payload, skipped, exclude)
 
     def __len__(self):
         return len(self.index)

@@ -122,15 +122,22 @@ cdef class Listener(_Handle):
         s.lprev = None
         s.lnext = None
         self._connections -= 1
+        if self.stopped and self._connections == 0 and self._on_closed:
+            self._closed_now()
         if self.full and self._connections < self.max_conns:
             self.full = False
             self._update_accept()
 
-    def stop(self, bint close_active=False):
+    def stop(self, bint close_active=False, callback=None):
         """Stop accepting. With close_active=True, close every accepted socket now (each `close`
-        handler runs before stop() returns). Idempotent."""
+        handler runs before stop() returns). Idempotent. callback: called as callback(listener)
+        on the loop (as call_soon) once the listener is stopped and its last accepted socket
+        has closed (at the next iteration if none is open; each stop() call may add one).
+        Raises TypeError for a callback that is not callable."""
         cdef Socket s
         _check_thread(self.loop)
+        if callback is not None:
+            self._when_closed(callback)
         if not self.stopped:
             self.stopped = True
             if self.backoff is not None:
@@ -153,6 +160,30 @@ cdef class Listener(_Handle):
                 s = s.lnext
             for s in victims:
                 s.close()
+        if self._on_closed and self._connections == 0:
+            self._closed_now()     # (callback= given to an idempotent second stop())
+
+    def _when_closed(self, callback):
+        """Call callback(listener) on the loop once closed (stopped, no live socket), without
+        stopping it (bunsock.aio.wait_closed)."""
+        _check_thread(self.loop)
+        if not callable(callback):
+            raise TypeError("callback must be callable, not %s" % type(callback).__name__)
+        if self._on_closed is None:
+            self._on_closed = []
+        self._on_closed.append(callback)
+        if self.stopped and self._connections == 0:
+            self._closed_now()
+
+    cdef _closed_now(self):
+        cbs, self._on_closed = self._on_closed, None
+        for fn in cbs:
+            self.loop.call_soon(fn, self)
+
+    @property
+    def closed(self):
+        """True once stop() was called and the last accepted socket has closed."""
+        return self.stopped and self._connections == 0
 
     cdef _unlink_own_path(self):
         # Remove the socket file only while it is still the one this listener bound: another
@@ -197,19 +228,56 @@ cdef class Listener(_Handle):
 
     @property
     def port(self):
+        """The bound TCP port (the one picked when listen() was given port=0); None for a unix
+        listener."""
         return None if self._unix is not None else self._port
 
     @property
     def hostname(self):
+        """The hostname given to listen() (for listen(fd=/sock=): the address read from the
+        socket)."""
         return self._hostname
 
     @property
     def unix(self):
+        """The unix socket path of a unix listener, else None."""
         return self._unix
 
     @property
     def connections(self):
+        """How many accepted sockets of this listener are open now."""
         return self._connections
+
+    @property
+    def high_water_mark(self):
+        """The high_water_mark of the sockets this listener accepts (None: unbounded);
+        settable (as Socket.high_water_mark): applies at once to every accepted socket that has
+        not been given its own."""
+        return None if self.ctx.hwm < 0 else self.ctx.hwm
+
+    @high_water_mark.setter
+    def high_water_mark(self, value):
+        _check_thread(self.loop)
+        hwm = _mark_value("high_water_mark", value, True)
+        if hwm >= 0 and self.ctx.lwm > hwm:
+            raise ValueError("high_water_mark (%d) must not be below low_water_mark (%d)"
+                             % (hwm, self.ctx.lwm))
+        self.ctx.hwm = hwm
+
+    @property
+    def low_water_mark(self):
+        """The low_water_mark of the sockets this listener accepts; settable, as
+        high_water_mark."""
+        return self.ctx.lwm
+
+    @low_water_mark.setter
+    def low_water_mark(self, value):
+        _check_thread(self.loop)
+        lwm = _mark_value("low_water_mark", value, False)
+        if self.ctx.hwm >= 0 and lwm > self.ctx.hwm:
+            raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)"
+                             % (lwm, self.ctx.hwm))
+        self.ctx.lwm = lwm
 
     # -- added by the socket-control work (issue 14) --
 
@@ -243,6 +311,7 @@ cdef class Listener(_Handle):
 
     @property
     def loop(self):
+        """The Loop this listener belongs to."""
         return self.loop
 
     def __enter__(self):

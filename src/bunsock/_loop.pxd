@@ -34,6 +34,9 @@ cdef enum:
     F_PIPE_DST = 1 << 18    # ext.pipe_in relays into this socket: its writable event is the relay's
     F_PIPE_HELD = 1 << 19   # reading stopped by the relay (destination over its limit), not pause()
     F_SPARE = 1 << 20       # on loop.spare: an empty sink keeping large storage, freed if it stays so
+    F_READ_FIRED = 1 << 21  # idle_timeout_mode="read": `timeout` fired and nothing read since
+    F_FRAMED = 1 << 22      # ext.frames is this socket's framing state (_framing.pxi)
+    F_CLOSE_AFTER = 1 << 23 # `with` left while connecting: close once the writes and the FIN are out
 
 cdef enum:
     BT_BYTES = 0
@@ -53,6 +56,8 @@ cdef class _Ctx:
     cdef object tls_server_side
     cdef object server_hostname
     cdef bint pause_on_connect   # sockets start paused: `open` fires, `data` waits for resume()
+    cdef bint idle_read          # idle_timeout_mode="read": only reads restart the idle timeout
+    cdef object framing          # _FrameRule every socket starts with, or None (_framing.pxi)
     cdef set_handlers(self, tuple h)
     cdef _Ctx copy(self)
     cdef tuple handlers(self)
@@ -71,6 +76,7 @@ cdef class _Waker(_Handle):
 cdef class _RecvBuf:
     cdef char *buf
     cdef Py_ssize_t lent           # length of the view being lent
+    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages)
     cdef int exports               # buffer exports alive (memoryviews of it)
     cdef int alloc(self, Py_ssize_t size) except -1
 
@@ -131,6 +137,7 @@ cdef class Loop:
     cdef Timer _soon(self, fn, tuple args)
     cdef int _run_ready(self) except -1
     cdef int _run_timers(self) except -1
+    cdef int64_t _due(self)
     cdef int64_t _timeout(self)
     cdef int _iterate(self, int timeout) except -1
     cdef int _begin(self) except -1
@@ -148,10 +155,13 @@ cdef class Listener(_Handle):
     cdef Py_ssize_t _connections
     cdef Socket head              # accepted sockets still open (intrusive list)
     cdef bint refed, stopped
+    cdef bint own_nodelay         # its sockopts chose TCP_NODELAY: accepted sockets keep it
     cdef Timer backoff
     cdef Py_ssize_t max_conns     # max_connections (0: no limit)
     cdef bint full                # at max_conns: not accepting until a socket closes
     cdef object _address          # (ip, port) bound, read once at creation
+    cdef list _on_closed          # stop(callback=): called once stopped with no live socket
+    cdef _closed_now(self)
     @staticmethod
     cdef Listener _new(Loop loop, _Ctx ctx, data, int fd)
     cdef _pause_accept(self)
@@ -184,6 +194,8 @@ cdef class _SockExt:
     cdef public double he_delay       # seconds between attempts (0: one at a time)
     cdef _Pipe pipe_out           # relays what this socket reads (F_PIPE_SRC)
     cdef _Pipe pipe_in            # relays into this socket (F_PIPE_DST)
+    cdef object proxy_header      # set by bunsock.proxy_protocol.accept (Socket.proxy_header)
+    cdef object frames            # _FrameState while F_FRAMED (_framing.pxi)
 
 cdef class _CorkCtx:
     cdef Socket s
@@ -203,6 +215,7 @@ cdef class _SocketBase(_Handle):
     cdef uint64_t bytes_read, bytes_written
     cdef uint32_t timeout_ms
     cdef uint32_t last_active         # loop ms, truncated: idle spans are far below 2^32 ms
+    cdef uint32_t last_read           # the same, for reads only (idle_timeout_mode="read")
     cdef uint32_t flags
     cdef uint8_t state
     cdef uint8_t cork_depth
@@ -221,11 +234,18 @@ cdef class _SocketBase(_Handle):
 cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _pending(self)
     cdef Py_ssize_t _tls_held(self)
+    cdef Py_ssize_t _held(self)
     cdef Py_ssize_t _backlog(self)
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n)
+    cdef bint _wants_writable(self)
     cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1
     cdef int _settle(self) except -1
+    cdef int _owe_drain(self) except -1
+    cdef int _backlog_grew(self) except -1
+    cdef int _pipe_ended(self) except -1
+    cdef int _drop_pending(self) except -1
+    cdef int _on_writable(self) except -1
     cdef Py_ssize_t _buffer(self, const char *p, Py_ssize_t n) except -2
     cdef Py_ssize_t _write(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef Py_ssize_t _write_raw(self, const char *p, Py_ssize_t n, object keep) except -2
@@ -239,7 +259,6 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_readable(self) except -1
     cdef int _deliver(self, Py_ssize_t n) except -1
     cdef int _on_eof(self) except -1
-    cdef int _on_writable(self) except -1
     cdef int _on_timer(self) except -1
     cdef int _arm_idle(self) except -1
     cdef int _on_connected(self) except -1
@@ -251,6 +270,7 @@ cdef class Socket(_SocketReader):
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
     cdef int _setopts(self, tuple opts) except -1
+    cdef _Ctx _own_ctx(self)
 
 
 cdef class _TlsHook:

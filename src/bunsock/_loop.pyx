@@ -21,6 +21,7 @@ one concern each:
   _group.pxi        Group: one write to many sockets (broadcast)
   _happy.pxi        Happy Eyeballs: several connect attempts racing for one Socket
   _relay.pxi        pipe/relay: bytes from one socket to another inside the loop (splice or buffer)
+  _framing.pxi      framing: whole messages to `data` (scanned in C), write_frame
 The parts of Socket extend one another, so their methods are virtual; hot-path calls name the
 class (`_SocketWriter._flush(self)`), which Cython compiles to a direct C call the compiler can
 inline.
@@ -35,7 +36,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.errno cimport (EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ENOTCONN,
                          errno)
-from libc.math cimport ceil, isfinite
+from libc.math cimport INFINITY, ceil, isfinite
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport strerror
@@ -325,7 +326,7 @@ cdef class _Ctx:
     cdef _Ctx copy(self):
         return _make_ctx(self.handlers(), self.binary_type, self.allow_half_open, self.hwm,
                          self.idle_ms, self.tls, self.tls_server_side, self.server_hostname,
-                         self.pause_on_connect, self.lwm)
+                         self.pause_on_connect, self.lwm, self.idle_read, self.framing)
 
     cdef tuple handlers(self):
         return (self.on_open, self.on_data, self.on_drain, self.on_close, self.on_error,
@@ -334,8 +335,11 @@ cdef class _Ctx:
 
 def _make_ctx(tuple handlers, int binary_type, bint allow_half_open, Py_ssize_t hwm,
               uint32_t idle_ms, tls=None, tls_server_side=False, server_hostname=None,
-              bint pause_on_connect=False, Py_ssize_t lwm=0):
+              bint pause_on_connect=False, Py_ssize_t lwm=0, bint idle_read=False,
+              framing=None):
     cdef _Ctx c = _Ctx.__new__(_Ctx)
+    c.idle_read = idle_read
+    c.framing = framing
     c.lwm = lwm
     c.set_handlers(handlers)
     c.binary_type = binary_type
@@ -384,3 +388,4 @@ include "_udp.pxi"
 include "_group.pxi"
 include "_happy.pxi"
 include "_relay.pxi"
+include "_framing.pxi"

@@ -17,6 +17,10 @@ def get_loop():
     except AttributeError:
         loop = Loop()
         _tls_loops.loop = loop
+        if threading.current_thread() is not threading.main_thread():
+            # Warns at thread exit if this loop got work but never ran (_unrun.py says why).
+            from ._unrun import UnrunLoopGuard
+            _tls_loops.guard = UnrunLoopGuard(loop)
         return loop
 
 
@@ -57,6 +61,7 @@ cdef class Loop:
     def __cinit__(self, Py_ssize_t read_buffer_size=256 * 1024):
         global _n_loops
         cdef int r
+        _n_loops += 1      # first: __dealloc__ runs (and counts down) even when this raises
         self.poller.fd = -1
         self.pid = _pid
         self.listeners = set()
@@ -94,7 +99,6 @@ cdef class Loop:
         if r < 0:
             _raise_errno(-r)
         self.waker.mask = BS_READABLE
-        _n_loops += 1
         _live_loops.add(self)
 
     def __dealloc__(self):
@@ -315,13 +319,12 @@ cdef class Loop:
 
     # -- running --
 
-    cdef int64_t _timeout(self):
-        """How long the poller may sleep: -2 when nothing keeps the loop going."""
+    cdef int64_t _due(self):
+        """Milliseconds until the loop has work that no event brings: 0 with callbacks queued,
+        the next timer's deadline (unref'd timers too), or -1 when only an event can."""
         cdef int64_t timeout
         if self.nready:
             return 0
-        if self.refs <= 0:
-            return -2
         if self.wheel.count:
             # The batch and the callbacks before this may have run long: measure from now, or
             # every timer would fire late by that much.
@@ -329,6 +332,12 @@ cdef class Loop:
             timeout = bs_wheel_timeout(&self.wheel, self.now)
             return MAX_WAIT_MS if timeout > MAX_WAIT_MS else timeout
         return -1
+
+    cdef int64_t _timeout(self):
+        """How long run()'s poller may sleep: -2 when nothing keeps the loop going."""
+        if self.refs <= 0 and not self.nready:
+            return -2
+        return self._due()
 
     cdef int _iterate(self, int timeout) except -1:
         """One poll, its events, then due timers and call_soon callbacks."""
@@ -411,11 +420,19 @@ cdef class Loop:
 
     def run_once(self, timeout=0):
         """One iteration: wait up to `timeout` seconds (None: until something happens) for
-        events, dispatch them, then run due timers and callbacks. For embedding the loop in
-        another one (bunsock.aio registers fileno() with asyncio and calls this)."""
-        cdef int ms = -1 if timeout is None else <int>ceil(float(timeout) * 1000.0)
+        events, but no longer than until the next timer is due (not at all with callbacks
+        queued), dispatch them, then run due timers and callbacks. For embedding the loop in
+        another one (bunsock.aio registers fileno() with asyncio and calls this). A timeout
+        above MAX_WAIT (2**31 - 1 ms, about 24.8 days; inf included) waits that long. Raises
+        ValueError for a negative or NaN timeout, TypeError for a non-number."""
+        cdef int ms = -1 if timeout is None else _wait_ms(timeout)
+        cdef int64_t due
         self._begin()
         try:
+            # Queued callbacks and due timers are work too: the wait is only until the first.
+            due = self._due()
+            if due >= 0 and (ms < 0 or due < ms):
+                ms = <int>due
             self._iterate(ms)
         finally:
             self._end()
@@ -434,6 +451,10 @@ cdef class Loop:
     def fileno(self):
         """The poller's descriptor: readable whenever run_once() has events to dispatch."""
         return self.poller.fd
+
+    def __repr__(self):
+        state = "closed" if self.closed else ("running" if self.running else "idle")
+        return "<bunsock.Loop %s %s refs=%d>" % (backend(), state, self.refs)
 
     def _embed(self, bint on=True):
         """Embedded in another loop: call_soon and new timers wake the poller fd, so the host
@@ -461,6 +482,7 @@ cdef class Loop:
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
+        lst.own_nodelay = _sets_nodelay(o)
         lst._hostname = hostname
         lst._port = lst.address[1]      # the real port (port=0 picks one); address is cached
         return lst
@@ -474,6 +496,7 @@ cdef class Loop:
         if fd < 0:
             _raise_errno(-fd)
         lst = Listener._new(self, ctx, data, fd)
+        lst.own_nodelay = _sets_nodelay(o)
         lst._unix = display
         lst._unix_path = path
         if path[:1] != b"\0":
@@ -518,6 +541,7 @@ cdef class Loop:
         on failure fd is left open."""
         cdef int family = 0, listening = 0, r
         cdef _OptList o = _opt_list(sockopts)
+        _check_thread(self)
         self._check_open()
         r = bs_adopt(fd, &family, &listening)
         if r == 0 and o is not None:
@@ -527,6 +551,7 @@ cdef class Loop:
         if r < 0:
             _raise_errno(-r)
         lst = Listener._new(self, ctx, data, fd)
+        lst.own_nodelay = _sets_nodelay(o)
         lst._unix = unix
         if family != BS_AF_UNIX:
             lst._port = lst.address[1]
@@ -540,6 +565,7 @@ cdef class Loop:
         cdef int family = 0, listening = 0, r
         cdef Socket s
         cdef _OptList o = _opt_list(sockopts)
+        _check_thread(self)
         self._check_open()
         r = bs_adopt(fd, &family, &listening)
         if r == 0 and o is not None:
@@ -551,6 +577,7 @@ cdef class Loop:
         s.flags |= F_CLIENT | (F_UNIX if family == BS_AF_UNIX else 0)
         ext = s._get_ext()
         ext.host = host
+        ext.sockopts = o        # (applied above; kept so that `open` leaves TCP_NODELAY alone)
         ext.addrs = []          # nothing to fall back to: a failure is the connect_error
         r = -bs_poller_add(&self.poller, fd, <void *>s, BS_WRITABLE)
         if r > 0:
@@ -560,6 +587,25 @@ cdef class Loop:
         s.flags |= F_REGISTERED
         s.mask = BS_WRITABLE
         return s
+
+
+cdef int _wait_ms(object timeout) except -2:
+    """run_once's timeout in whole ms (rounded up), capped at MAX_WAIT_MS: a C int, which is
+    what the poller takes (a larger value would wrap, a negative one block forever)."""
+    cdef double t
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError("run_once timeout must be None or a number of seconds, not %s"
+                        % type(timeout).__name__)
+    try:
+        t = timeout
+    except OverflowError:          # an int too large for a double
+        t = INFINITY if timeout > 0 else -INFINITY
+    if t != t or t < 0:
+        raise ValueError("run_once timeout must be None or a number of seconds >= 0, not %r"
+                         % (timeout,))
+    if t * 1000.0 >= MAX_WAIT_MS:
+        return MAX_WAIT_MS
+    return <int>ceil(t * 1000.0)
 
 
 def _resolve_job(Loop loop, host, int port, callback):

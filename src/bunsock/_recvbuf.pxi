@@ -19,7 +19,7 @@ cdef class _RecvBuf:
     def __getbuffer__(self, Py_buffer *view, int flags):
         if flags & PyBUF_WRITABLE:
             raise BufferError("the data handler's memoryview is read-only")
-        PyBuffer_FillInfo(view, self, self.buf, self.lent, 1, flags)
+        PyBuffer_FillInfo(view, self, self.buf + self.lent_off, self.lent, 1, flags)
         self.exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
@@ -31,6 +31,7 @@ cdef class _RecvBuf:
 
 cdef object _lend_view(Loop loop, Py_ssize_t n):
     loop.recv.lent = n
+    loop.recv.lent_off = 0
     return PyMemoryView_FromObject(loop.recv)
 
 

@@ -1,5 +1,5 @@
 # The relay: a.pipe(b) moves what `a` reads into `b`'s write path inside the loop, in C, with no
-# Python object per chunk (docs/API.md §12).
+# Python object per chunk (docs/API.md §14).
 #
 # Two ways to move the bytes, chosen per pipe:
 #   buffered  recv into the loop's receive buffer and send from it (b's sink keeps what the kernel
@@ -9,10 +9,12 @@
 #   splice    Linux, plaintext both sides: splice(2) a -> kernel pipe -> b; the bytes never enter
 #             the process. Pipes come from a small per-process pool, are taken when bytes move and
 #             given back once empty (so only connections moving bytes hold one), and are bounded.
-# Backpressure: `used` = what b holds for the relay (its sink, cork, TLS-held plaintext, and the
-# kernel pipe). At `hi` a stops being read (F_PIPE_HELD, its read interest off); b's writable
-# event (routed here by F_PIPE_DST) restarts it at `lo`. So memory per relayed direction stays
-# below hi + one read however slow b is.
+# Backpressure: `used` = what b holds (b._held(): its sink, cork, TLS-held plaintext) plus the
+# kernel pipe. At `hi` a stops being read (F_PIPE_HELD, its read interest off) and b owes the
+# relay a drain (b._owe_drain()); b's writable event (the write room's _on_writable, which calls
+# _relay_writable for a destination) restarts it at `lo`. So memory per relayed direction stays
+# below hi + one read however slow b is. The relay never writes b's drain flags or writable
+# interest itself: it asks the write room (_owe_drain, _backlog_grew, _settle, _pipe_ended).
 # Half-close: a's FIN becomes b.end() once everything read from a is in b's write path; a relayed
 # socket never closes itself on FIN (a relay is half-open by construction).
 # Closing: a closed socket's pipes end first; then its partner closes (reset on an error) unless
@@ -40,6 +42,13 @@ cdef enum:
 cdef int _pool[PIPE_POOL_MAX * 3]
 cdef int _npool = 0
 cdef int _nlive = 0
+# Pooled pipes are bounded in time as well as in number: a sweep every _pool_idle_s closes the
+# pool when no pipe was taken during the whole period, so a process that stopped splicing gives
+# its pipes (2 fds and up to PIPE_SIZE of kernel memory each) back.
+cdef unsigned long _ntakes = 0
+cdef unsigned long _ntakes_swept = 0
+cdef double _pool_idle_s = 10.0
+cdef object _pool_timer = None
 
 # splice=None: which path a plain TCP pipe takes. splice measured at 0.14-0.26 proxy CPU-s per GB
 # on loopback against 0.37-0.63 for the buffered path (benchmarks/RESULTS.md, "Relay").
@@ -71,15 +80,46 @@ def relay_pool_clear():
     _npool = 0
 
 
+def _relay_pool_idle(double seconds):
+    """(tests) How long pooled pipes may sit unused before the sweep closes them."""
+    global _pool_idle_s
+    if not seconds > 0:
+        raise ValueError("the pool's idle period must be > 0 seconds, not %r" % seconds)
+    _pool_idle_s = seconds
+
+
+def _pool_sweep(Loop loop):
+    global _ntakes_swept, _pool_timer
+    _pool_timer = None
+    if _ntakes == _ntakes_swept:
+        relay_pool_clear()
+    _ntakes_swept = _ntakes
+    if _npool or _nlive:
+        _pool_arm(loop)
+
+
+cdef int _pool_arm(Loop loop) except -1:
+    # Armed when a splice pipe is set up (not per chunk); the timer does not keep the loop alive.
+    global _pool_timer
+    if _pool_timer is not None and (<Timer>_pool_timer).active and (<Timer>_pool_timer).loop is loop:
+        return 0
+    if loop.closed:
+        return 0
+    _pool_timer = loop._timer(_pool_idle_s, 0, _pool_sweep, (loop,))
+    _pool_timer.unref()
+    return 0
+
+
 def relay_stats():
     """Pipes of the splice path: {"pooled": empty pipes kept, "live": pipes holding bytes}."""
     return {"pooled": _npool, "live": _nlive}
 
 
 cdef bint _pipe_take(_Pipe p) noexcept:
-    global _npool, _nlive
+    global _npool, _nlive, _ntakes
     cdef int fds[2]
     cdef int cap
+    _ntakes += 1
     if _npool:
         _npool -= 1
         p.rfd = _pool[3 * _npool]
@@ -121,8 +161,7 @@ cdef void _pipe_give(_Pipe p) noexcept:
 
 
 cdef inline Py_ssize_t _used(_Pipe p):
-    cdef Socket d = p.dst
-    return d._pending() + d._tls_held() + p.inpipe
+    return p.dst._held() + p.inpipe
 
 
 cdef int _hold(_Pipe p) except -1:
@@ -131,12 +170,9 @@ cdef int _hold(_Pipe p) except -1:
     s.flags |= F_PIPE_HELD
     if s.state == ST_OPEN and (s.mask & BS_READABLE):
         s._set_mask(s.mask & ~BS_READABLE)
-    # The writable event that releases src: armed now when the kernel can take bytes, else (TLS
-    # holding plaintext for its handshake) by the flush that ends the handshake (F_DRAIN_OWED).
-    d.flags |= F_DRAIN_OWED
-    if d.state == ST_OPEN and (d._pending() or p.inpipe) and not (d.mask & BS_WRITABLE):
-        d._set_mask(d.mask | BS_WRITABLE)
-    return 0
+    # The writable event that releases src is owed by dst (armed now, or, while TLS holds
+    # plaintext for its handshake, by the flush that ends the handshake).
+    return d._owe_drain()
 
 
 cdef int _release(_Pipe p) except -1:
@@ -172,10 +208,7 @@ cdef int _splice_out(_Pipe p) except -1:
     cdef ssize_t m
     cdef Py_ssize_t want
     if d.state != ST_OPEN or d._pending():
-        d.flags |= F_DRAIN_OWED        # its flush re-arms the writable event that continues
-        if d.state == ST_OPEN and not (d.mask & BS_WRITABLE):
-            d._set_mask(d.mask | BS_WRITABLE)
-        return 0
+        return d._settle()      # the bytes in the pipe keep dst's writable event coming
     while p.inpipe > 0:
         want = p.inpipe
         m = bs_splice(p.rfd, d.fd, want)
@@ -183,8 +216,7 @@ cdef int _splice_out(_Pipe p) except -1:
         if m > 0:
             p.inpipe -= m
             d.bytes_written += m
-            d.last_active = <uint32_t>d.loop.now
-            d.flags &= ~F_IDLE_FIRED
+            _touch(d, False)
             if m < want:
                 break         # the socket buffer is full: skip the EAGAIN round trip
         elif m == -EAGAIN or m == -EWOULDBLOCK or m == 0:
@@ -192,14 +224,12 @@ cdef int _splice_out(_Pipe p) except -1:
         else:
             return d._fail(<int>-m)
     if p.inpipe:
-        if not (d.mask & BS_WRITABLE):
-            d._set_mask(d.mask | BS_WRITABLE)
-        return 0
+        return d._settle()      # dst's writable event continues
     _pipe_give(p)
     if p.eof:
         p.eof = False
         d._end()          # src's FIN, now that everything read before it is in the kernel
-    return 0
+    return d._settle()
 
 
 cdef int _spill(_Pipe p) except -1:
@@ -227,10 +257,7 @@ cdef int _spill(_Pipe p) except -1:
             bs_sink_truncate(&d.sink, d.sink.len - (n - got))
         p.inpipe = 0
         _pipe_give(p)
-        if d.sink.len:
-            d.flags |= F_BACKED_UP | F_DRAIN_OWED
-            if d.state == ST_OPEN:
-                d._settle()
+        d._backlog_grew()
     else:
         _pipe_give(p)      # closes it: the bytes had nowhere to go
     return 0
@@ -245,8 +272,7 @@ cdef int _relay_spill_in(Socket d) except -1:
 
 cdef inline void _count_read(Socket s, Py_ssize_t n) noexcept:
     s.bytes_read += n
-    s.last_active = <uint32_t>s.loop.now      # relayed bytes are activity for idle timeouts
-    s.flags &= ~F_IDLE_FIRED
+    _touch(s, True)    # relayed bytes are activity (reads) for idle timeouts
 
 
 cdef int _relay_readable(Socket s) except -1:
@@ -295,8 +321,8 @@ cdef int _relay_readable(Socket s) except -1:
                 bs_sink_truncate(&d.sink, d.sink.len - want + (n if n > 0 else 0))
                 if n > 0:
                     _count_read(s, n)
-                    d.flags = (d.flags | F_DRAIN_OWED) & ~F_LWM_FIRED
-                    d.last_active = <uint32_t>loop.now
+                    _touch(d, False)
+                    d._backlog_grew()
             else:
                 n = bs_recv(s.fd, loop.rbuf, want)
                 loop.n_recv += 1
@@ -330,26 +356,15 @@ cdef int _relay_readable(Socket s) except -1:
 
 
 cdef int _relay_writable(Socket d) except -1:
-    """dst is writable: flush its sink, then the kernel pipe; restart src at lo."""
+    """dst's writable event, after the write room flushed dst's own sink: the kernel pipe's
+    bytes follow; src restarts at lo. (The write room then settles dst's interest and takes
+    the drain owed to the relay: no `drain` while piped into.)"""
     cdef _Pipe p = d.ext.pipe_in
     cdef Socket s = p.src
-    if d._pending():
-        d._flush()
-        if d.state != ST_OPEN or not (d.flags & F_PIPE_DST):
-            return 0
     if p.inpipe and not d._pending():
         _splice_out(p)
         if d.state != ST_OPEN or not (d.flags & F_PIPE_DST):
             return 0
-    if d._pending() or p.inpipe:
-        if not (d.mask & BS_WRITABLE):
-            d._set_mask(d.mask | BS_WRITABLE)
-    else:
-        if d.mask & BS_WRITABLE:
-            d._set_mask(d.mask & ~BS_WRITABLE)
-        if d._tls_held() == 0:
-            # The relay owns this socket's flow control: no `drain` while it is piped into.
-            d.flags &= ~(F_DRAIN_OWED | F_LWM_FIRED)
     if (s.flags & F_PIPE_HELD) and _used(p) <= p.lo:
         _release(p)
     return 0
@@ -391,6 +406,8 @@ cdef int _dissolve(_Pipe p, bint keep) except -1:
     if p.inpipe and keep and d.state != ST_CLOSED:
         _spill(p)
     _pipe_give(p)
+    if keep and d.state != ST_CLOSED:
+        d._pipe_ended()           # the drain owed was the relay's
     if s.flags & F_PIPE_HELD:
         _release(p)
     if eof and keep and d.state != ST_CLOSED:
@@ -451,6 +468,7 @@ cdef object _pipe(Socket s, object dest, object hwm, object lwm, object splice):
     cdef _Pipe p
     cdef Py_ssize_t hi, lo
     cdef bint use_splice
+    _check_thread(s.loop)
     if not isinstance(dest, Socket):
         raise TypeError("pipe() needs a bunsock.Socket to relay into, not %s"
                         % type(dest).__name__)
@@ -492,10 +510,14 @@ cdef object _pipe(Socket s, object dest, object hwm, object lwm, object splice):
     p.rfd = p.wfd = -1
     p.splice = use_splice
     p.adaptive = splice is None
+    if use_splice:
+        _pool_arm(s.loop)
     s._get_ext().pipe_out = p
     d._get_ext().pipe_in = p
     s.flags |= F_PIPE_SRC
     d.flags |= F_PIPE_DST
+    if s.flags & F_FRAMED:
+        _frames_to_pipe(s, d)        # bytes read and not yet delivered go first
     if s.flags & F_EOF:
         # The FIN was read before the pipe existed (its `end` fired): forward it now.
         d._end()
@@ -521,11 +543,10 @@ cdef Py_ssize_t _mark(str name, object v, Py_ssize_t lo) except -1:
 cdef object _unpipe(Socket s):
     cdef _Pipe p
     cdef Socket d
+    _check_thread(s.loop)
     if not (s.flags & F_PIPE_SRC):
         return None
     p = s.ext.pipe_out
     d = p.dst
-    _dissolve(p, True)
-    if d.state == ST_OPEN and d._pending() and not (d.mask & BS_WRITABLE):
-        d._set_mask(d.mask | BS_WRITABLE)
+    _dissolve(p, True)        # (what it left in d's sink keeps d's writable interest)
     return d

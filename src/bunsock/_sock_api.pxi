@@ -59,13 +59,19 @@ cdef class Socket(_SocketReader):
 
     def end(self, data=None):
         """Optional last write, then FIN once everything buffered has reached the kernel.
-        The socket keeps reading until the peer's FIN (half-close)."""
+        The socket keeps reading until the peer's FIN (half-close). Returns what write(data)
+        returned (a short count when high_water_mark cut it: the tail was not sent), 0 without
+        data, or -1 when the socket was already closed or ending."""
         _check_thread(self.loop)
+        cdef object r = 0
         if self.flags & F_PIPE_DST:
             _relay_spill_in(self)     # the FIN follows what the relay already read
         if data is not None:
-            self.write(data)
+            r = self.write(data)
+        elif self.state == ST_CLOSED or (self.flags & (F_ENDING | F_SHUT_WR)):
+            r = -1
         self._end()
+        return r
 
     def shutdown(self, bint read=False):
         """shutdown(SHUT_WR) now (SHUT_RD with read=True), without waiting for the sink."""
@@ -79,9 +85,7 @@ cdef class Socket(_SocketReader):
         if not read:
             # Nothing buffered can be sent after our FIN; no `drain` is owed for dropped bytes.
             self.flags |= F_SHUT_WR | F_ENDING
-            self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)
-            bs_sink_free(&self.sink)
-            self.cork_obj = None
+            self._drop_pending()
             if self.flags & F_EOF:
                 self._close(None)
             else:
@@ -98,9 +102,7 @@ cdef class Socket(_SocketReader):
     def close(self):
         """Close now; buffered bytes are dropped; `close(sock, None)` fires."""
         _check_thread(self.loop)
-        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and (
-                self._pending() or ((self.flags & F_TLS) and
-                                    (<_TlsHook>self.ext.tls).corked_len())):
+        if self.state == ST_OPEN and not (self.flags & F_BACKED_UP) and self._held():
             # Only corked bytes are pending (no send refused them): without the cork they would
             # already be in the kernel, so `write(resp); close()` in a handler must still send
             # them. One non-blocking attempt; whatever the kernel refuses is dropped as documented.
@@ -120,8 +122,8 @@ cdef class Socket(_SocketReader):
     def flush(self):
         """Try to push buffered bytes to the kernel now."""
         _check_thread(self.loop)
-        if self.state == ST_OPEN and self._pending():
-            self._flush()
+        if self.state == ST_OPEN and self._held():
+            self._flush()      # (TLS: the plaintext a handler corked is sealed and sent too)
 
     def cork(self):
         """Context manager: writes inside it go out together, in one send, when it exits."""
@@ -147,11 +149,14 @@ cdef class Socket(_SocketReader):
         self.flags &= ~F_PAUSED
         if self.state == ST_OPEN and not (self.flags & (F_EOF | F_PIPE_HELD)):
             self._set_mask(self.mask | BS_READABLE)
+        if self.flags & F_FRAMED:
+            _frames_resumed(self)      # messages held back by pause() go first
         if self.flags & F_TLS:
             (<_TlsHook>self.ext.tls).resumed(self)    # records already decrypted-able in the BIO
 
     def timeout(self, seconds):
-        """Set the idle timeout in seconds (restarted by any read or write); 0 or None clears.
+        """Set the idle timeout in seconds (restarted by any read or write; with
+        idle_timeout_mode="read", by reads only); 0 or None clears.
         Raises ValueError for a negative, infinite or too large (> 24 days) value."""
         _check_thread(self.loop)
         cdef double s = 0.0
@@ -174,7 +179,11 @@ cdef class Socket(_SocketReader):
         sockets. Raises OSError if the kernel refuses."""
         _check_thread(self.loop)
         cdef int r
-        if self.state == ST_OPEN and not (self.flags & F_UNIX):
+        if self.state == ST_CONNECTING and not (self.flags & F_UNIX):
+            # Kept with the connect's options: applied to each attempt, and not overwritten
+            # by the default when the connection opens.
+            self._setopts(((IPPROTO_TCP, TCP_NODELAY, _opt_value(1 if on else 0)),))
+        elif self.state == ST_OPEN and not (self.flags & F_UNIX):
             r = bs_set_nodelay(self.fd, on)
             if r < 0:
                 _raise_errno(-r)
@@ -216,7 +225,7 @@ cdef class Socket(_SocketReader):
         (default 128 KiB) and restarts at `low_water_mark` (default a quarter of it); this
         socket's FIN becomes dest.end() after the relayed bytes; a reset or error on either side
         resets the other. splice=None picks the faster path measured for plain TCP (see
-        docs/API.md §12), True asks for splice(2) (Linux, plaintext both sides), False for the
+        docs/API.md §14), True asks for splice(2) (Linux, plaintext both sides), False for the
         buffered path. Returns `dest`. Raises TypeError for a non-Socket, ValueError for a
         closed socket, itself, a socket already piped, bad marks, or splice=True with TLS."""
         return _pipe(self, dest, high_water_mark, low_water_mark, splice)
@@ -228,13 +237,45 @@ cdef class Socket(_SocketReader):
         return _unpipe(self)
 
     @property
+    def framing(self):
+        """The framing rule `data` messages are cut by (bunsock.framing.lines(...) or
+        length_prefixed(...)), or None for raw bytes. Setting it switches at once, also inside
+        `data`: bytes already read but not delivered are framed by the new rule (None: they
+        come as one raw chunk). Raises TypeError for anything but a rule or None."""
+        return _frames_get(self)
+
+    @framing.setter
+    def framing(self, value):
+        _frames_set(self, value)
+
+    @cython.always_allow_keywords(False)  # METH_O: one call per message, no argument parsing
+    def write_frame(self, payload):
+        """Write payload as one frame of this socket's framing rule: the length header (or
+        the delimiter) is added in C, one append. The frame is taken whole or not at all
+        under high_water_mark (with nothing buffered it is always taken). Returns the bytes
+        accepted (header or delimiter included, > 0), 0 when high_water_mark refused the frame
+        (a `drain` follows), -1 on a closed or ending socket. Raises TypeError for a str,
+        ValueError without a framing rule, for a payload too long for the header, or for a
+        line payload that contains the delimiter."""
+        return _write_frame(self, payload)
+
+    @property
     def piped_to(self):
         """The Socket this one relays into (pipe()), or None."""
         return self.ext.pipe_out.dst if self.flags & F_PIPE_SRC else None
 
     def upgrade_tls(self, tls, *, bint server_side=False, server_hostname=None):
-        """STARTTLS on this connection: same fd, same Socket, now encrypted."""
+        """STARTTLS on this connection: same fd, same Socket, now encrypted.
+
+        Raises ValueError on a socket relayed with splice (its bytes never enter the process:
+        unpipe() first)."""
         _check_thread(self.loop)
+        if ((self.flags & F_PIPE_SRC and self.ext.pipe_out.splice)
+                or (self.flags & F_PIPE_DST and self.ext.pipe_in.splice)):
+            # splice(2) moves this socket's bytes without them entering the process: TLS
+            # would be bypassed (and the handshake's bytes relayed raw).
+            raise ValueError("upgrade_tls() on a socket relayed with splice: call unpipe() "
+                             "on the relay first")
         from ._tls import upgrade
         upgrade(self, tls, server_side, server_hostname)
         return self
@@ -243,6 +284,8 @@ cdef class Socket(_SocketReader):
 
     @property
     def ready_state(self):
+        """The socket's state: "connecting", "open", "closing" (ended, flushing its writes) or
+        "closed"."""
         if self.state == ST_CONNECTING:
             return "connecting"
         if self.state == ST_CLOSED:
@@ -262,32 +305,76 @@ cdef class Socket(_SocketReader):
 
     @property
     def bytes_written(self):
+        """Bytes handed to the kernel so far (relayed bytes included)."""
         return self.bytes_written
 
     @property
     def bytes_read(self):
+        """Bytes read from the kernel so far (relayed bytes included)."""
         return self.bytes_read
 
     @property
     def listener(self):
+        """The Listener that accepted this socket; None for a client made by connect()."""
         return self._listener
 
     @property
     def loop(self):
+        """The Loop this socket belongs to."""
         return self.loop
 
     @property
     def paused(self):
+        """Whether reading is paused (pause() or pause_on_connect=True; resume() restarts it)."""
         return bool(self.flags & F_PAUSED)
 
     @property
+    def proxy_header(self):
+        """The PROXY protocol header this connection began with (a
+        bunsock.proxy_protocol.ProxyHeader, set by proxy_protocol.accept), or None."""
+        return None if self.ext is None else self.ext.proxy_header
+
+    @proxy_header.setter
+    def proxy_header(self, value):
+        _check_thread(self.loop)
+        self._get_ext().proxy_header = value
+
+    @property
     def high_water_mark(self):
+        """Cap on the bytes this socket buffers (None: unbounded); settable: an int >= 0 not
+        below low_water_mark, or None (TypeError / ValueError otherwise). Setting it on an
+        accepted socket gives that socket its own settings (the listener's stay)."""
         return None if self.ctx.hwm < 0 else self.ctx.hwm
+
+    @high_water_mark.setter
+    def high_water_mark(self, value):
+        _check_thread(self.loop)
+        hwm = _mark_value("high_water_mark", value, True)
+        if hwm >= 0 and self.ctx.lwm > hwm:
+            raise ValueError("high_water_mark (%d) must not be below low_water_mark (%d)"
+                             % (hwm, self.ctx.lwm))
+        self._own_ctx().hwm = hwm
 
     @property
     def low_water_mark(self):
-        """`drain` fires once buffered_amount is down to this many bytes (0: once empty)."""
+        """`drain` fires once buffered_amount is down to this many bytes (0: once empty);
+        settable: an int >= 0 not above high_water_mark."""
         return self.ctx.lwm
+
+    @low_water_mark.setter
+    def low_water_mark(self, value):
+        _check_thread(self.loop)
+        lwm = _mark_value("low_water_mark", value, False)
+        if self.ctx.hwm >= 0 and lwm > self.ctx.hwm:
+            raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)"
+                             % (lwm, self.ctx.hwm))
+        self._own_ctx().lwm = lwm
+
+    cdef _Ctx _own_ctx(self):
+        # An accepted socket shares its listener's settings until it changes one of them.
+        if self._listener is not None and self.ctx is self._listener.ctx:
+            self.ctx = self.ctx.copy()
+        return self.ctx
 
     cdef object _addr(self, bint peer):
         cdef char buf[128]
@@ -310,32 +397,39 @@ cdef class Socket(_SocketReader):
 
     @property
     def remote_address(self):
+        """The peer's IP address as text, or None (unix socket, or not connected yet)."""
         return self._addr(True)[0]
 
     @property
     def remote_port(self):
+        """The peer's port, or None (unix socket, or not connected yet)."""
         return self._addr(True)[1]
 
     @property
     def local_address(self):
+        """This end's IP address as text, or None (unix socket, or not connected yet)."""
         return self._addr(False)[0]
 
     @property
     def local_port(self):
+        """This end's port, or None (unix socket, or not connected yet)."""
         return self._addr(False)[1]
 
     @property
     def family(self):
+        """"IPv4" or "IPv6"; None for a unix socket or while connecting."""
         return self._addr(True)[2] if self.state != ST_CONNECTING else None
 
     # TLS accessors (None on a plaintext socket)
     @property
     def authorized(self):
+        """TLS: whether the peer's certificate was verified; False on a plaintext socket."""
         t = self._tls()
         return False if t is None else t.authorized
 
     @property
     def alpn_protocol(self):
+        """TLS: the protocol ALPN settled on (e.g. "h2"), or None."""
         t = self._tls()
         return None if t is None else t.sslobj.selected_alpn_protocol()
 
@@ -503,7 +597,14 @@ cdef class Socket(_SocketReader):
         return self
 
     def __exit__(self, t, v, tb):
-        """Leaving a `with sock:` block closes the socket (buffered bytes as close() does)."""
+        """Leaving a `with sock:` block closes the socket (buffered bytes as close() does).
+        A socket still connecting with writes made in the block keeps them: it ends (FIN after
+        them) once connected, then closes."""
+        _check_thread(self.loop)
+        if self.state == ST_CONNECTING and self._held():
+            self.flags |= F_CLOSE_AFTER
+            self._end()
+            return False
         self.close()
         return False
 
@@ -539,6 +640,18 @@ cdef class Socket(_SocketReader):
         if t is None:
             return None
         return getattr(t.sslobj.context, "_bunsock_cert_der", None)
+
+
+cdef Py_ssize_t _mark_value(str name, object value, bint allow_none) except -2:
+    """A high/low water mark given after creation: an int >= 0 (None: unbounded, -1)."""
+    if value is None and allow_none:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int%s, not %s"
+                        % (name, " or None" if allow_none else "", type(value).__name__))
+    if not 0 <= value <= 2 ** 62:
+        raise ValueError("%s must be in 0..2**62, not %d" % (name, value))
+    return value
 
 
 cdef Py_ssize_t _slice_len(Py_ssize_t size, Py_ssize_t offset, object length) except -1:

@@ -7,6 +7,19 @@ cdef class _SockExt:
     """Rarely used per-socket state, kept off the Socket so an idle connection stays small."""
 
 
+cdef inline void _touch(_SocketBase s, bint read) noexcept:
+    """Activity: bytes read (read=True: also a new period for idle_timeout_mode="read"),
+    written, or taken by the kernel from the backlog. A new idle period starts. The one place
+    the stamps are written: the idle timer re-arms itself lazily from them (_on_timer), and
+    `timeout` may fire again once the flag is clear."""
+    s.last_active = <uint32_t>s.loop.now
+    if read:
+        s.last_read = s.last_active
+        s.flags &= ~(F_IDLE_FIRED | F_READ_FIRED)
+    else:
+        s.flags &= ~F_IDLE_FIRED
+
+
 cdef class _SocketBase(_Handle):
 
     def __cinit__(self):
@@ -90,11 +103,7 @@ cdef class _SocketBase(_Handle):
         bs_wheel_cancel(&loop.wheel, &self.t)
         if self.ext is not None and self.ext.attempts is not None:
             _he_abort(<Socket>self)          # Happy Eyeballs attempts still connecting
-        bs_sink_free(&self.sink)
-        if self.flags & F_SPARE:
-            _spare_drop(self)
-        self.cork_obj = None
-        self.flags &= ~(F_BACKED_UP | F_DRAIN_OWED)
+        (<_SocketWriter>self)._drop_pending()
         if self.flags & F_REFED:
             loop.refs -= 1
         if self._listener is not None and (self.lprev is not None or self._listener.head is self):
@@ -124,6 +133,8 @@ cdef class _SocketBase(_Handle):
         cdef int fd = self.fd
         cdef object h
         self._teardown()
+        if BS_DEBUG:
+            (<_SocketWriter>self)._check()
         if self.flags & F_TLS:
             (<_TlsHook>self.ext.tls).closed(self, err)   # a running handshake hears it first
         if not (self.flags & F_OPENED):
@@ -167,7 +178,9 @@ cdef Socket _new_socket(Loop loop, _Ctx ctx, data, int fd, Listener listener):
     s._listener = listener
     s.flags = F_REFED
     loop.refs += 1
-    s.last_active = <uint32_t>loop.now
+    _touch(s, True)
+    if ctx.framing is not None:
+        _frames_attach(s, <_FrameRule>ctx.framing)
     Py_INCREF(s)     # the loop's reference, dropped after the batch in which it closes
     return s
 
@@ -187,14 +200,14 @@ cdef int _accept_socket(Listener l, int fd) except -1:
     s.mask = BS_READABLE
     if l._unix is not None:
         s.flags |= F_UNIX
-    else:
+    elif not l.own_nodelay:        # (a TCP_NODELAY in listen(sockopts=) is inherited: it wins)
         bs_set_nodelay(fd, 1)      # as Bun: small writes go out now
     l._link(s)
     if ctx.idle_ms:
         s.timeout_ms = ctx.idle_ms
         if loop.wheel.count == 0:
             loop.now = bs_monotonic_ms()    # not kept current while no timer is armed
-        s.last_active = <uint32_t>loop.now
+        _touch(s, True)
         bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
     if ctx.tls is not None:
         return s._start_tls_from_ctx()

@@ -1,4 +1,5 @@
-# Socket events: readiness from the poller (read, EOF, writable), the idle timer, connecting.
+# Socket events: readiness from the poller (read, EOF; writable goes to the write room), the idle
+# timer, connecting.
 
 
 cdef class _SocketReader(_SocketWriter):
@@ -14,7 +15,7 @@ cdef class _SocketReader(_SocketWriter):
             if self.fd < 0 or self.state == ST_CLOSED:
                 return 0
         if handled & BS_WRITABLE:
-            _SocketReader._on_writable(self)
+            _SocketWriter._on_writable(self)      # the write room's (_sock_write.pxi)
         elif (ev & BS_HANGUP) and not (handled & BS_READABLE):
             # A hang-up on a paused socket with nothing to write: level-triggered HUP would be
             # reported on every wait, so step out of the poller until resume() or a write.
@@ -34,8 +35,7 @@ cdef class _SocketReader(_SocketWriter):
             loop.n_recv += 1
             if n > 0:
                 self.bytes_read += n
-                self.last_active = <uint32_t>loop.now
-                self.flags &= ~F_IDLE_FIRED
+                _touch(self, True)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, loop.rbuf, n)
                 else:
@@ -64,8 +64,10 @@ cdef class _SocketReader(_SocketWriter):
         cdef object h = ctx.on_data
         cdef object buf
         cdef int bt = ctx.binary_type
-        if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
-            return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+        if self.flags & (F_PIPE_SRC | F_FRAMED):
+            if self.flags & F_PIPE_SRC:      # what TLS decrypted for a relay
+                return _relay_put(self.ext.pipe_out, loop.rbuf, n)
+            return _frames_feed(<Socket>self, loop.rbuf, n)      # whole messages (_framing.pxi)
         if h is None:
             return 0
         if bt == BT_BYTES:
@@ -95,6 +97,8 @@ cdef class _SocketReader(_SocketWriter):
                 return 0
         if self.flags & F_PIPE_SRC:
             return _relay_eof(<Socket>self)      # the FIN goes on to the destination
+        if (self.flags & F_FRAMED) and _frames_eof(<Socket>self):
+            return 0      # held messages wait for resume(), or EOF cut one (FramingError)
         h = self.ctx.on_end
         if h is not None:
             self._call(h)
@@ -106,34 +110,10 @@ cdef class _SocketReader(_SocketWriter):
             self._end()
         return 0
 
-    cdef int _on_writable(self) except -1:
-        if self.flags & F_PIPE_DST:
-            return _relay_writable(<Socket>self)
-        if self._pending():
-            self._flush()
-            if self.state != ST_OPEN:
-                return 0
-            if self._pending():
-                # low_water_mark: `drain` fires once the backlog is down to it (once per
-                # episode), so a writer can refill before the kernel runs dry.
-                if ((self.flags & (F_DRAIN_OWED | F_LWM_FIRED)) == F_DRAIN_OWED
-                        and self._backlog() <= self.ctx.lwm):
-                    self.flags |= F_LWM_FIRED
-                    self._drained()
-                return 0
-        # Nothing pending: writable interest is no longer needed, and an owed drain is due,
-        # unless TLS still holds plaintext for its handshake (the drain comes after it).
-        self._set_mask(self.mask & ~BS_WRITABLE)
-        if self.state == ST_OPEN and (self.flags & F_DRAIN_OWED) and self._tls_held() == 0:
-            if self.flags & F_LWM_FIRED:
-                self.flags &= ~(F_DRAIN_OWED | F_LWM_FIRED)    # this episode's drain was had
-            else:
-                self._drained()
-        return 0
-
     cdef int _on_timer(self) except -1:
         cdef Loop loop = self.loop
         cdef uint32_t idle
+        cdef uint32_t fired = F_IDLE_FIRED
         cdef object h
         if self.state == ST_CONNECTING:
             return self._connect_failed(_oserror(_errno.ETIMEDOUT))
@@ -145,15 +125,20 @@ cdef class _SocketReader(_SocketWriter):
             return (<_TlsHook>self.ext.tls).timed_out(self)
         if self.timeout_ms == 0:
             return 0
-        idle = <uint32_t>loop.now - self.last_active
+        if self.ctx.idle_read:
+            # Only inbound bytes count: the socket's own writes do not keep it alive.
+            idle = <uint32_t>loop.now - self.last_read
+            fired = F_READ_FIRED
+        else:
+            idle = <uint32_t>loop.now - self.last_active
         if idle < self.timeout_ms:
             # Activity restarted the period; re-arming lazily here keeps the I/O path to one store.
             bs_wheel_arm(&loop.wheel, &self.t, loop.now + (self.timeout_ms - idle))
             return 0
         bs_wheel_arm(&loop.wheel, &self.t, loop.now + self.timeout_ms)
-        if self.flags & F_IDLE_FIRED:
+        if self.flags & fired:
             return 0      # once per idle period
-        self.flags |= F_IDLE_FIRED
+        self.flags |= fired
         h = self.ctx.on_timeout
         if h is None:
             return self._close(_oserror(_errno.ETIMEDOUT))
@@ -165,9 +150,8 @@ cdef class _SocketReader(_SocketWriter):
         if self.timeout_ms == 0:
             bs_wheel_cancel(&loop.wheel, &self.t)
             return 0
-        self.flags &= ~F_IDLE_FIRED
         loop._arm(&self.t, self.timeout_ms / 1000.0)
-        self.last_active = <uint32_t>loop.now
+        _touch(self, True)
         return 0
 
     # -- connecting --
@@ -239,7 +223,7 @@ cdef class _SocketReader(_SocketWriter):
             self._try_connect()
             return 0
         self.state = ST_OPEN
-        if not (self.flags & F_UNIX):
+        if not (self.flags & F_UNIX) and not _sets_nodelay(self.ext.sockopts):
             bs_set_nodelay(self.fd, 1)
         # pause() while connecting holds: no read interest until resume().
         self._set_mask(0 if self.flags & F_PAUSED else BS_READABLE)

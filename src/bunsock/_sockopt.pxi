@@ -42,6 +42,26 @@ cdef inline int _nopts_of(_OptList o):
     return 0 if o is None else o.n
 
 
+cdef extern from "<netinet/in.h>":
+    const int IPPROTO_TCP
+
+cdef extern from "<netinet/tcp.h>":
+    const int TCP_NODELAY
+
+
+cdef bint _sets_nodelay(object opts) noexcept:
+    """opts (an _OptList or None) chooses TCP_NODELAY itself: bunsock's default (on, as Bun)
+    must not overwrite it when the connection opens (docs/API.md: the user's options win)."""
+    cdef _OptList o
+    if opts is None:
+        return False
+    o = <_OptList>opts
+    for level, name, _value in o.items:
+        if level == IPPROTO_TCP and name == TCP_NODELAY:
+            return True
+    return False
+
+
 cdef _OptList _opt_list(object items):
     """items: a sequence of (level, option, bytes) already checked by bunsock._api; None or an
     empty sequence gives None (no options)."""
@@ -121,3 +141,29 @@ cdef int _whole_seconds(str name, object value) except -1:
     if not isfinite(v) or v < 0 or v > 32767:
         raise ValueError("%s must be between 0 and 32767 seconds, not %r" % (name, value))
     return <int>ceil(v)
+
+
+cdef int _fd_setsockopt(int fd, int level, int option, object value) except -1:
+    """setsockopt() on a live descriptor (UdpSocket.setsockopt)."""
+    cdef bytes v = _opt_value(value)
+    cdef int r = bs_setsockopt(fd, level, option, PyBytes_AS_STRING(v),
+                               <unsigned int>PyBytes_GET_SIZE(v))
+    if r < 0:
+        _raise_errno(-r)
+    return 0
+
+
+cdef object _fd_getsockopt(int fd, int level, int option, int buflen):
+    """getsockopt() on a live descriptor: an int, or with buflen > 0 the raw bytes."""
+    cdef char buf[1024]
+    cdef unsigned int n
+    cdef int r
+    if buflen < 0 or buflen > 1024:
+        raise ValueError("buflen must be in 0..1024, not %d" % buflen)
+    n = buflen if buflen else sizeof(int)
+    r = bs_getsockopt(fd, level, option, buf, &n)
+    if r < 0:
+        _raise_errno(-r)
+    if buflen:
+        return PyBytes_FromStringAndSize(buf, n)
+    return (<int *>buf)[0]

@@ -49,12 +49,26 @@ cdef class Timer:
 
     @property
     def active(self):
+        """Whether the timer is still scheduled (False once a call_later has fired, or after
+        cancel())."""
         return self.active
 
     @property
     def when(self):
         """When the next call is due, in seconds on the loop's clock (`Loop.time()`), or None."""
         return self.t.deadline / 1000.0 if bs_timer_armed(&self.t) else None
+
+    def __repr__(self):
+        fn = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        if not self.active:
+            state = "cancelled or done"
+        elif self.interval:
+            state = "every %gs" % (self.interval / 1000.0)
+        else:
+            state = "once"
+        return "<bunsock.Timer %s %s%s%s>" % (
+            fn, state, "" if self.when is None else " due=%.3f" % self.when,
+            "" if self.refed else " unref")
 
     cdef int _fire(self) except -1:
         cdef Loop loop = self.loop

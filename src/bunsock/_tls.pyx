@@ -317,19 +317,28 @@ cdef class TLSState(_TlsHook):
     # -- writing --
 
     cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2:
-        cdef Py_ssize_t room, used
+        cdef Py_ssize_t room
         cdef object data
         if self.hs == HS_FAILED:
             return -1
         # high_water_mark caps plaintext before it is encrypted (ciphertext cannot be taken
-        # back), before the handshake as after it. With nothing buffered a write is taken whole,
-        # so high_water_mark=0 still makes progress.
-        if s.ctx.hwm >= 0 and s._pending() + self.buffered() + self.corked > 0:
-            used = s._pending() + self.buffered() + self.corked
-            room = 0 if used >= s.ctx.hwm else min(n, s.ctx.hwm - used)
+        # back), before the handshake as after it: the write room applies it (_hwm_room, with
+        # Group's whole-message rule) and owes the drain.
+        if s.ctx.hwm >= 0:
+            room = s._hwm_room(n)
+            if (room < n and not (s.flags & (F_WHOLE | F_BACKED_UP))
+                    and s._held() > self.buffered()):
+                # Only corked bytes (no send refused them) stand in the way: they go to the
+                # kernel first, as a plaintext write past the mark writes through its cork.
+                # (Not for a Group message: its members get one send per tick.)
+                s._flush()
+                if s.state != ST_OPEN:
+                    return -1
+                room = s._hwm_room(n)
             if room < n:
-                s.flags |= F_DRAIN_OWED
-                s._settle()
+                s._owe_drain()
+                if s.state == ST_CLOSED:
+                    return -1
                 if room <= 0:
                     return 0
                 n = room

@@ -1,6 +1,7 @@
 """The `tls=` argument of listen()/connect()/upgrade_tls(): validated and turned into an
 ssl.SSLContext once per call (never per connection). docs/TLS.md lists the accepted forms."""
 import collections
+import errno
 import os
 import ssl
 import sys
@@ -18,7 +19,11 @@ def _pem_or_path(name, value):
     if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
         return None, value
     if isinstance(value, (str, bytes, os.PathLike)):
-        return os.fspath(value), None
+        path = os.fspath(value)
+        if not os.path.exists(path):
+            # ssl's own error says "No such file or directory" without saying which file.
+            raise FileNotFoundError(errno.ENOENT, "tls[%r] file not found" % name, path)
+        return path, None
     raise TypeError("tls[%r] must be a path (str or os.PathLike) or PEM text, not %s"
                     % (name, type(value).__name__))
 
@@ -30,6 +35,12 @@ def _pem_text(name, value):
         return pem
     with open(path, "r", encoding="ascii") as f:
         return f.read()
+
+
+def _naming(e, what):
+    """ssl's error for a file it could not use (not PEM, wrong key, bad passphrase), naming
+    the file(s): ssl's own message does not."""
+    return ssl.SSLError(e.errno, "%s (loading %s)" % (e.strerror or e, what))
 
 
 def _load_pem_chain(ctx, cert_pem, key_pem, password):
@@ -77,8 +88,12 @@ def _load_cert(ctx, cert, key, password):
     if len(items) == 1 and _pem_or_path("cert", items[0])[0] is not None and (
             key is None or _pem_or_path("key", key)[0] is not None):
         cpath = _pem_or_path("cert", items[0])[0]
-        ctx.load_cert_chain(cpath, None if key is None else _pem_or_path("key", key)[0],
-                            password=password)
+        kpath = None if key is None else _pem_or_path("key", key)[0]
+        try:
+            ctx.load_cert_chain(cpath, kpath, password=password)
+        except ssl.SSLError as e:
+            raise _naming(e, "tls['cert'] %s" % os.fsdecode(cpath) + (
+                "" if kpath is None else ", tls['key'] %s" % os.fsdecode(kpath))) from e
         chain = _pem_text("cert", items[0])
     else:
         chain = "\n".join(_pem_text("cert", it).strip() for it in items) + "\n"
@@ -97,14 +112,38 @@ def _load_ca(ctx, ca):
         if pem is not None:
             ctx.load_verify_locations(cadata=pem)
         else:
-            ctx.load_verify_locations(cafile=path)
+            try:
+                ctx.load_verify_locations(cafile=path)
+            except ssl.SSLError as e:
+                raise _naming(e, "tls['ca'] %s" % os.fsdecode(path)) from e
+
+
+# Bun's (Node's) spellings of the options bunsock names otherwise.
+_BUN_KEYS = {"ALPNProtocols": "alpn", "rejectUnauthorized": "reject_unauthorized",
+             "serverName": "server_name", "certFile": "cert", "keyFile": "key", "caFile": "ca",
+             # ... and Python ssl's (load_cert_chain, load_verify_locations)
+             "certfile": "cert", "keyfile": "key", "cafile": "ca", "ca_file": "ca",
+             "cert_file": "cert", "key_file": "key", "password": "passphrase"}
+
+
+def _meant(key):
+    if not isinstance(key, str):
+        return None
+    if key in _BUN_KEYS:
+        return _BUN_KEYS[key]
+    from ._handlers import near_miss
+    return near_miss(key, _KEYS)
 
 
 def _from_mapping(m, server_side):
     unknown = [k for k in m if k not in _KEYS]
     if unknown:
+        parts = []
+        for k in unknown:
+            meant = _meant(k)
+            parts.append("%r (did you mean %r?)" % (k, meant) if meant else repr(k))
         raise TypeError("unknown tls option(s) %s; expected some of %s"
-                        % (", ".join(map(repr, unknown)), ", ".join(_KEYS)))
+                        % (", ".join(parts), ", ".join(_KEYS)))
     verify = True
     for k in ("reject_unauthorized", "verify"):
         if k in m:

@@ -479,6 +479,20 @@ cdef class UdpSocket(_Handle):
                              % (group, iface))
         _check_r(r)
 
+    def setsockopt(self, int level, int option, value):
+        """Set a socket option, as socket.socket.setsockopt (value: an int or bytes-like).
+        Raises OSError with the kernel's errno (EBADF once closed), TypeError for another
+        value type."""
+        _check_thread(self.loop)
+        self._check_open()
+        _fd_setsockopt(self.fd, level, option, value)
+
+    def getsockopt(self, int level, int option, int buflen=0):
+        """Read a socket option, as socket.socket.getsockopt: an int, or with buflen (1..1024)
+        the raw bytes. Raises OSError (EBADF once closed), ValueError for a bad buflen."""
+        self._check_open()
+        return _fd_getsockopt(self.fd, level, option, buflen)
+
     # -- properties --
 
     cdef object _name(self, bint peer):
@@ -509,8 +523,9 @@ cdef class UdpSocket(_Handle):
 
     @property
     def address(self):
-        """The bound local address as text."""
-        return self._name(False)[0]
+        """The bound local end as (ip, port), as on Listener; None once unknown."""
+        local = self._name(False)
+        return None if local[0] is None else local
 
     @property
     def family(self):
@@ -554,6 +569,7 @@ def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str i
     """Bind (and connect) a UdpSocket; the argument checking is bunsock._udp_api's."""
     cdef int fd, r, err
     cdef bs_addr peer
+    _check_thread(loop)
     loop._check_open()
     fd = bs_udp_open(family, ip.encode(), port, reuse_port, ipv6_only)
     if fd < 0:
@@ -570,6 +586,19 @@ def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str i
             _raise_errno(-r)
     return _udp_register(loop, handlers, data, binary_type, family, fd, hostname,
                          connect_ip is not None)
+
+
+def _udp_wrap(Loop loop, tuple handlers, data, int binary_type, int family, int fd, hostname,
+              bint connected):
+    """Register a datagram socket made and checked by bunsock._udp_api (sockopts=, fd=/sock=),
+    already detached by the caller: from here on the descriptor is the UdpSocket's (closed if
+    this fails)."""
+    try:
+        loop._check_open()
+    except BaseException:
+        c_close(fd)
+        raise
+    return _udp_register(loop, handlers, data, binary_type, family, fd, hostname, connected)
 
 
 def _udp_adopt(Loop loop, tuple handlers, data, int binary_type, int fd):

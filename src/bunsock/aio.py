@@ -18,7 +18,7 @@ import weakref
 
 from . import _api, _loop
 
-__all__ = ["connect", "drained", "get_loop", "listen"]
+__all__ = ["connect", "drained", "get_loop", "listen", "wait_closed"]
 
 _bridges = weakref.WeakKeyDictionary()
 # sock -> [futures]; emptied by `drain` or `close`, one of which always comes for an open socket
@@ -123,8 +123,15 @@ async def connect(*, socket, **kwargs):
             fut.set_exception(exc)
 
     kwargs.pop("loop", None)
-    _api.connect(socket=_wrap(socket, opened, failed), loop=loop, **kwargs)
-    return await fut
+    sock = _api.connect(socket=_wrap(socket, opened, failed), loop=loop, **kwargs)
+    try:
+        return await fut
+    except BaseException:
+        # Cancelled (a wait_for timeout) or failed: abort the attempt (the lookup's result, a
+        # connect in flight, a handshake) and close whatever it opened; nobody holds it.
+        if sock.ready_state != "closed":
+            sock.close()
+        raise
 
 
 async def listen(*, socket, **kwargs):
@@ -141,4 +148,20 @@ async def drained(sock):
         return
     fut = asyncio.get_running_loop().create_future()
     _drain_waiters.setdefault(sock, []).append(fut)
+    await fut
+
+
+async def wait_closed(listener):
+    """Wait until `listener` is stopped and its last accepted socket has closed (asyncio's
+    `server.wait_closed()`); it does not stop the listener: call `listener.stop()` (before or
+    after). Returns at once when that already happened."""
+    if listener.closed:
+        return
+    fut = asyncio.get_running_loop().create_future()
+
+    def closed(_listener):
+        if not fut.done():
+            fut.set_result(None)
+
+    listener._when_closed(closed)
     await fut

@@ -8,6 +8,8 @@
 Each worker calls setup() and then bunsock.run(). The kernel spreads new connections over the
 listeners (SO_REUSEPORT). A worker that dies is replaced; SIGINT or SIGTERM to the parent stops
 every worker (SIGTERM to each, then SIGKILL after `grace` seconds) and serve() returns.
+SIGUSR1 (and any other signal in `forward_signals`) sent to the parent is passed on to every
+worker; a worker ignores those signals unless its setup() installs a handler.
 
 Listeners the parent created on its default loop before serve() are shared instead: each worker
 registers the inherited listening socket with its own fresh loop (the parent's loop is not
@@ -30,11 +32,24 @@ class _Stop(Exception):
     pass
 
 
-def _worker(setup, inherited):
+# Blocked across fork() in the parent: a SIGINT/SIGTERM arriving then is held until the child has
+# its own handlers (else the parent's handler runs in the child, raises inside its at-fork hooks
+# and the signal is lost) and until the parent has recorded the child's pid (else it is never
+# told to stop).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _worker(setup, inherited, forwarded):
     # The parent's handlers must not run in the child; SIGTERM ends a worker, Ctrl-C in a
     # terminal reaches the whole process group and the parent coordinates the stop.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forwarded signal's default action (SIGUSR1: terminate) must not kill a worker whose
+    # setup() did not ask for it; the parent's forwarder must not run here either.
+    for s in forwarded:
+        signal.signal(s, signal.SIG_IGN)
+    # Unblocked only now (see spawn): a pending SIGTERM ends this worker here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(forwarded) | _STOP_SIGNALS)
     code = 0
     try:
         from . import run
@@ -54,13 +69,16 @@ def _worker(setup, inherited):
         os._exit(code)
 
 
-def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
+def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5,
+          forward_signals=(signal.SIGUSR1,)):
     """Fork `workers` processes (default: one per CPU) that each take over the listeners the
     calling thread's default loop already has, run setup() (when given), then the loop; keep
     that many alive until SIGINT/SIGTERM. Returns after every worker has exited.
 
+    forward_signals: signals the parent passes on to every worker (default: SIGUSR1); workers
+    start with them ignored, so only a handler installed by setup() acts on them.
     Raises TypeError when setup is not callable, or is None and there is no listener to share;
-    ValueError when workers is not a positive int."""
+    ValueError when workers is not a positive int or forward_signals holds SIGINT/SIGTERM."""
     default = _loop._peek_default_loop()
     inherited = _loop._listeners_of(default) if default is not None else []
     if setup is not None and not callable(setup):
@@ -72,21 +90,41 @@ def serve(workers=None, setup=None, *, grace=5.0, restart_delay=0.5):
     n = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError("workers must be a positive int, not %r" % (workers,))
+    forwarded = tuple(signal.Signals(s) for s in forward_signals)
+    if signal.SIGINT in forwarded or signal.SIGTERM in forwarded:
+        raise ValueError("forward_signals cannot hold SIGINT or SIGTERM: serve() handles them")
     stopping = []
     children = {}
 
     def spawn(slot):
-        pid = os.fork()
-        if pid == 0:
-            _worker(setup, inherited)
-        children[pid] = slot
+        # Blocked across fork: until the child has its own handlers, a forwarded signal would
+        # run the parent's forwarder in the child (which knows its siblings' pids) and a stop
+        # signal the parent's handler (lost there); until the parent has recorded the pid, a
+        # stop signal would leave this child unstopped.
+        blocked = set(forwarded) | _STOP_SIGNALS
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _worker(setup, inherited, forwarded)
+            children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
     def on_signal(signum, frame):
         # Raising is what interrupts os.waitpid: PEP 475 retries it after a handler returns.
         stopping.append(signum)
         raise _Stop()
 
+    def forward(signum, frame):
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass      # died meanwhile; waitpid replaces it
+
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old.update((s, signal.signal(s, forward)) for s in forwarded)
     try:
         for slot in range(n):
             spawn(slot)
