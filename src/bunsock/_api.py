@@ -271,7 +271,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         unix_name = None
         if family == _socket.AF_UNIX:
             unix_name = local if local else ""
-        lst = loop._adopt_listener(ctx, data, fd, backlog, None, unix_name, opts)
+        lst = _loop._adopt_listener(loop, ctx, data, fd, backlog, None, unix_name, opts)
         if sock is not None:
             sock.detach()          # the Listener owns the descriptor now
         lst._set_max_connections(limit)
@@ -285,7 +285,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
 def _listen(loop, ctx, data, hostname, port, unix, path, backlog, reuse_port, ipv6_only, opts):
     if path is not None:
         try:
-            return loop._listen_unix(ctx, data, path, unix, backlog, opts)
+            return _loop._listen_unix(loop, ctx, data, path, unix, backlog, opts)
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise
@@ -297,8 +297,8 @@ def _listen(loop, ctx, data, hostname, port, unix, path, backlog, reuse_port, ip
                           "nothing listens there)" % (unix,), unix) from None
     family, ip = _resolve.literal(hostname) or _resolve.lookup(hostname, port, passive=True)[0]
     try:
-        return loop._listen_tcp(ctx, data, family, ip, port, backlog, bool(reuse_port),
-                                bool(ipv6_only), hostname, opts)
+        return _loop._listen_tcp(loop, ctx, data, family, ip, port, backlog, bool(reuse_port),
+                                 bool(ipv6_only), hostname, opts)
     except OSError as e:
         raise bind_error(e, "listen on", hostname, ip, port) from None
 
@@ -386,7 +386,7 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     loop = loop if loop is not None else _loop.get_loop()
     if sock is not None:
         fd, _family, _local = _adopted_fd(None, sock, False)
-        s = loop._adopt_connected(ctx, data, fd, None, opts)
+        s = _loop._adopt_connected(loop, ctx, data, fd, None, opts)
         sock.detach()              # the Socket owns the descriptor now
         sock = s
     else:
@@ -402,8 +402,8 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
         if opts:
             # The real socket is made on the loop: a bad option must still fail here.
             _loop._probe_sockopts(probe_family, opts)
-        sock = loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
-                             connect_s, opts, he_delay)
+        sock = _loop._connect(loop, ctx, data, addrs, hostname, port or 0, local_address, lport,
+                              path, connect_s, opts, he_delay)
     if tls_ctx is not None:
         # Writes made while connecting and handshaking are held by TLS, sent after the handshake.
         from ._tls import attach

@@ -149,7 +149,6 @@ cdef class Loop:
     cdef int _iterate(self, int timeout) except -1
     cdef int _begin(self) except -1
     cdef void _end(self) noexcept
-    cdef _resolve(self, host, int port, callback)
 
 @cython.final
 cdef class Listener(_Handle):
@@ -268,9 +267,6 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_eof(self) except -1
     cdef int _on_timer(self) except -1
     cdef int _arm_idle(self) except -1
-    cdef int _on_connected(self) except -1
-    cdef int _connect_failed(self, exc) except -1
-    cdef int _start_tls_from_ctx(self) except -1
 
 @cython.final
 cdef class Socket(_SocketReader):

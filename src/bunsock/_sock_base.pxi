@@ -210,6 +210,6 @@ cdef int _accept_socket(Listener l, int fd) except -1:
         _touch(s, True)
         bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
     if ctx.tls is not None:
-        return s._start_tls_from_ctx()
+        return _start_tls_from_ctx(s)      # (_connect.pxi)
     s._fire_open()
     return 0
