@@ -207,7 +207,8 @@ cdef class _CorkCtx:
     cdef Socket s
 
 # A Socket's parts, each extending the one before (Cython cannot split one class body across
-# files): state and lifecycle, the write path, the events, the public API.
+# files): state and lifecycle, the write path, the events, introspection, options, the public
+# write/flow/lifecycle API.
 cdef class _SocketBase(_Handle):
     cdef _Ctx ctx
     cdef public object data
@@ -268,11 +269,15 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_timer(self) except -1
     cdef int _arm_idle(self) except -1
 
-@cython.final
-cdef class Socket(_SocketReader):
+cdef class _SocketInfo(_SocketReader):
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
+
+cdef class _SocketControl(_SocketInfo):
     cdef int _setopts(self, tuple opts) except -1
+
+@cython.final
+cdef class Socket(_SocketControl):
     cdef _Ctx _own_ctx(self)
 
 
