@@ -1,5 +1,6 @@
-# Factories the Python API (bunsock/_api.py) calls: listeners (bound here or adopted) and sockets
-# adopted already connected. A socket bunsock connects itself is made in _connect.pxi.
+# Factories the Python API (bunsock/_api.py, _udp_api.py) calls: listeners (bound here or
+# adopted), stream sockets adopted already connected, UDP sockets. A stream socket bunsock
+# connects itself is made in _connect.pxi.
 
 
 def _listen_tcp(Loop loop, _Ctx ctx, data, int family, str ip, int port, int backlog,
@@ -92,3 +93,75 @@ def _adopt_connected(Loop loop, _Ctx ctx, data, int fd, host, sockopts=None):
     s.flags |= F_REGISTERED
     s.mask = BS_WRITABLE
     return s
+
+
+def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str ip, int port,
+             bint reuse_port, bint ipv6_only, hostname, connect_ip, int connect_port):
+    """Bind (and connect) a UdpSocket; the argument checking is bunsock._udp_api's."""
+    cdef int fd, r, err
+    cdef bs_addr peer
+    _check_thread(loop)
+    loop._check_open()
+    fd = bs_udp_open(family, ip.encode(), port, reuse_port, ipv6_only)
+    if fd < 0:
+        _raise_errno(-fd)
+    if connect_ip is not None:
+        r = bs_addr_parse((<str>connect_ip).encode(), connect_port, family, &peer)
+        if r == 0:
+            r = bs_udp_connect(fd, &peer)
+        if r < 0:
+            c_close(fd)
+            if r == -_errno.EAFNOSUPPORT:
+                raise ValueError("cannot connect an IPv4 socket to the IPv6 address %r"
+                                 % (connect_ip,))
+            _raise_errno(-r)
+    return _udp_register(loop, handlers, data, binary_type, family, fd, hostname,
+                         connect_ip is not None)
+
+
+def _udp_wrap(Loop loop, tuple handlers, data, int binary_type, int family, int fd, hostname,
+              bint connected):
+    """Register a datagram socket made and checked by bunsock._udp_api (sockopts=, fd=/sock=),
+    already detached by the caller: from here on the descriptor is the UdpSocket's (closed if
+    this fails)."""
+    try:
+        loop._check_open()
+    except BaseException:
+        c_close(fd)
+        raise
+    return _udp_register(loop, handlers, data, binary_type, family, fd, hostname, connected)
+
+
+def _udp_adopt(Loop loop, tuple handlers, data, int binary_type, int fd):
+    """Tests only: wrap a connected unix datagram socket (socketpair) as a UdpSocket. Loopback
+    UDP never refuses a send (the kernel frees the buffer at once), a unix datagram socket does,
+    so this is how the send-returns-False / drain path is exercised on real sockets."""
+    return _udp_register(loop, handlers, data, binary_type, BS_AF_UNIX, fd, None, True)
+
+
+cdef UdpSocket _udp_register(Loop loop, tuple handlers, data, int binary_type, int family, int fd,
+                             hostname, bint connected):
+    cdef UdpSocket u = UdpSocket.__new__(UdpSocket)
+    u.loop = loop
+    u.fd = fd
+    u.data = data
+    u.binary_type = binary_type
+    u.fam = family
+    u._hostname = hostname
+    u.on_data, u.on_drain, u.on_error, u.on_close = handlers
+    if loop.udp_rx is None:
+        loop.udp_rx = _UdpArea.__new__(_UdpArea)
+    err = -bs_poller_add(&loop.poller, fd, <void *>u, BS_READABLE)
+    if err > 0:
+        c_close(fd)
+        u.fd = -1
+        u.uflags = U_CLOSED
+        _raise_errno(err)
+    u.mask = BS_READABLE
+    u.uflags = U_REFED | (U_CONNECTED if connected else 0)
+    loop.refs += 1
+    Py_INCREF(u)     # the poller's reference, dropped by close()
+    # Read now, so port/address (and the peer's) still answer after close().
+    u._name(False)
+    u._name(True)
+    return u

@@ -75,20 +75,20 @@ cdef class _Handle:
 cdef class _Waker(_Handle):
     cdef bs_waker w
 
-@cython.final
-cdef class _RecvBuf:
+# A receive buffer lent out as memoryviews (_recvbuf.pxi): TCP's, and UDP's slots.
+cdef class _LentBuf:
     cdef char *buf
     cdef Py_ssize_t lent           # length of the view being lent
-    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages)
+    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages; UDP one slot)
     cdef int exports               # buffer exports alive (memoryviews of it)
+
+@cython.final
+cdef class _RecvBuf(_LentBuf):
     cdef int alloc(self, Py_ssize_t size) except -1
 
 @cython.final
-cdef class _UdpArea:
-    cdef char *buf                 # UDP_BATCH slots of UDP_SLOT bytes
-    cdef bs_udp_in *slots
-    cdef Py_ssize_t off, lent      # the slot being lent as a memoryview
-    cdef int exports
+cdef class _UdpArea(_LentBuf):
+    cdef bs_udp_in *slots          # UDP_BATCH slots of UDP_SLOT bytes in buf
 
 @cython.final
 cdef class Timer:

@@ -452,6 +452,7 @@ cdef inline int errno_value() noexcept nogil:
     return errno
 
 
+include "_validate.pxi"
 include "_timer.pxi"
 include "_sockopt.pxi"
 include "_loopcore.pxi"
@@ -466,6 +467,7 @@ include "_sock_info.pxi"
 include "_sock_ctl.pxi"
 include "_sock_api.pxi"
 include "_write_fast.pxi"
+include "_udp_peers.pxi"
 include "_udp.pxi"
 include "_group.pxi"
 include "_relay.pxi"
