@@ -8,7 +8,7 @@ import struct
 import sys
 
 from . import _handlers, _loop, _resolve
-from ._loop import BINARY_TYPES, HANDLER_NAMES
+from ._loop import BINARY_TYPES, HANDLER_NAMES, _int_arg, _seconds_arg
 
 
 def resolve_handlers(table):
@@ -20,24 +20,6 @@ def resolve_handlers(table):
     if found[1] is None and found[2] is None:
         raise TypeError("a handler table needs at least a 'data' or a 'drain' handler")
     return found
-
-
-def _int_arg(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
-    if not lo <= value <= hi:
-        raise ValueError("%s must be in %d..%d, not %d" % (name, lo, hi, value))
-    return value
-
-
-def _seconds(name, value):
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
-    if not math.isfinite(value) or value < 0 or value > 2_000_000:
-        raise ValueError("%s must be between 0 and 2e6 seconds, not %r" % (name, value))
-    return float(value)
 
 
 IDLE_TIMEOUT_MODES = ("any", "read")
@@ -160,7 +142,7 @@ def _sockopt_list(sockopts, server, fastopen=None, defer_accept=None, freebind=F
             out.append(_named_opt("fastopen_connect", "TCP_FASTOPEN_CONNECT")
                        + (struct.pack("i", 1),))
     if defer_accept is not None:
-        secs = _seconds("defer_accept", defer_accept)
+        secs = _seconds_arg("defer_accept", defer_accept)
         out.append(_named_opt("defer_accept", "TCP_DEFER_ACCEPT")
                    + (struct.pack("i", int(math.ceil(secs))),))
     if freebind:
@@ -263,7 +245,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
-                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect,
+                    _seconds_arg("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect,
                     low_water_mark, idle_timeout_mode, framing)
     loop = loop if loop is not None else _loop.get_loop()
     if adopt:
@@ -361,11 +343,11 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
         path = None
     else:
         hostname, port, path = _check_endpoint(hostname, port, unix)
-    timeout_s = _seconds("timeout", timeout)
-    connect_s = timeout_s if connect_timeout is None else _seconds("connect_timeout",
+    timeout_s = _seconds_arg("timeout", timeout)
+    connect_s = timeout_s if connect_timeout is None else _seconds_arg("connect_timeout",
                                                                    connect_timeout)
-    idle_s = timeout_s if idle_timeout is None else _seconds("idle_timeout", idle_timeout)
-    he_delay = _seconds("happy_eyeballs_delay", happy_eyeballs_delay)
+    idle_s = timeout_s if idle_timeout is None else _seconds_arg("idle_timeout", idle_timeout)
+    he_delay = _seconds_arg("happy_eyeballs_delay", happy_eyeballs_delay)
     opts = _sockopt_list(sockopts, False, fastopen, None, freebind, transparent, mark,
                          send_buffer_size, recv_buffer_size)
     if local_address is not None:

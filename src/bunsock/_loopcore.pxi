@@ -230,8 +230,6 @@ cdef class Loop:
         self._check_open()
         if not callable(fn):
             raise TypeError("callback must be callable, not %s" % type(fn).__name__)
-        if not isfinite(delay) or delay < 0 or delay > 1e9:
-            raise ValueError("delay must be a finite number >= 0 (and below 1e9 s), not %r" % delay)
         t = Timer.__new__(Timer)
         t.loop = self
         t.fn = fn
@@ -245,14 +243,14 @@ cdef class Loop:
         return t
 
     def call_later(self, delay, fn, *args):
-        """Call fn(*args) once after `delay` seconds. Returns a Timer."""
-        return self._timer(float(delay), 0, fn, args)
+        """Call fn(*args) once after `delay` seconds (0 to 2e6: docs/API.md §6). Returns a Timer."""
+        return self._timer(_seconds_arg("delay", delay, False), 0, fn, args)
 
     def call_every(self, interval, fn, *args):
         """Call fn(*args) every `interval` seconds at a fixed rate (no drift, no catch-up bursts)."""
-        cdef double iv = float(interval)
-        if not isfinite(iv) or iv <= 0:
-            raise ValueError("interval must be a finite number > 0, not %r" % interval)
+        cdef double iv = _seconds_arg("interval", interval, False)
+        if iv <= 0:
+            raise ValueError("interval must be a number of seconds > 0, not %r" % (interval,))
         cdef uint64_t ms = <uint64_t>ceil(iv * 1000.0)
         return self._timer(iv, ms, fn, args)
 
@@ -453,7 +451,8 @@ cdef class Loop:
         another one (bunsock.aio registers fileno() with asyncio and calls this). A timeout
         above MAX_WAIT (2**31 - 1 ms, about 24.8 days; inf included) waits that long. Raises
         ValueError for a negative or NaN timeout, TypeError for a non-number."""
-        cdef int ms = -1 if timeout is None else _wait_ms(timeout)
+        cdef int ms = -1 if timeout is None else _wait_ms(_seconds_arg("run_once timeout",
+                                                                        timeout, False, INFINITY))
         cdef int64_t due
         self._begin()
         try:
@@ -490,20 +489,9 @@ cdef class Loop:
         self.embedded = on
 
 
-cdef int _wait_ms(object timeout) except -2:
-    """run_once's timeout in whole ms (rounded up), capped at MAX_WAIT_MS: a C int, which is
-    what the poller takes (a larger value would wrap, a negative one block forever)."""
-    cdef double t
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError("run_once timeout must be None or a number of seconds, not %s"
-                        % type(timeout).__name__)
-    try:
-        t = timeout
-    except OverflowError:          # an int too large for a double
-        t = INFINITY if timeout > 0 else -INFINITY
-    if t != t or t < 0:
-        raise ValueError("run_once timeout must be None or a number of seconds >= 0, not %r"
-                         % (timeout,))
+cdef int _wait_ms(double t) noexcept:
+    """A wait of t seconds (>= 0, inf included) in whole ms, rounded up and capped at
+    MAX_WAIT_MS: a C int, which is what the poller takes (a larger value would wrap)."""
     if t * 1000.0 >= MAX_WAIT_MS:
         return MAX_WAIT_MS
     return <int>ceil(t * 1000.0)

@@ -158,16 +158,10 @@ cdef class Socket(_SocketControl):
     def timeout(self, seconds):
         """Set the idle timeout in seconds (restarted by any read or write; with
         idle_timeout_mode="read", by reads only); 0 or None clears.
-        Raises ValueError for a negative, infinite or too large (> 24 days) value."""
+        Raises TypeError for a non-number, ValueError for a negative, NaN or too large value
+        (above 2,000,000 s, about 23 days: docs/API.md §6)."""
         _check_thread(self.loop)
-        cdef double s = 0.0
-        if seconds is not None:
-            s = float(seconds)
-            if not isfinite(s) or s < 0:
-                raise ValueError("timeout must be a finite number of seconds >= 0, not %r"
-                                 % (seconds,))
-            if s * 1000.0 > MAX_WAIT_MS:
-                raise ValueError("timeout too large: %r (at most %d s)" % (seconds, MAX_WAIT_MS // 1000))
+        cdef double s = _seconds_arg("timeout", seconds)
         if self.state == ST_CONNECTING:
             self.flags |= F_USER_TIMEOUT      # it wins over connect(timeout=) once connected
         self.timeout_ms = <uint32_t>ceil(s * 1000.0)
@@ -325,14 +319,8 @@ cdef class Socket(_SocketControl):
 
 cdef Py_ssize_t _mark_value(str name, object value, bint allow_none) except -2:
     """A high/low water mark given after creation: an int >= 0 (None: unbounded, -1)."""
-    if value is None and allow_none:
-        return -1
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("%s must be an int%s, not %s"
-                        % (name, " or None" if allow_none else "", type(value).__name__))
-    if not 0 <= value <= 2 ** 62:
-        raise ValueError("%s must be in 0..2**62, not %d" % (name, value))
-    return value
+    value = _int_arg(name, value, 0, 2 ** 62, allow_none)
+    return -1 if value is None else value
 
 
 cdef Py_ssize_t _slice_len(Py_ssize_t size, Py_ssize_t offset, object length) except -1:

@@ -76,11 +76,11 @@ cdef class _SocketControl(_SocketInfo):
         OSError (EBADF once closed; ENOPROTOOPT for a setting this platform lacks),
         ValueError/TypeError for bad values."""
         _check_thread(self.loop)
-        cdef int idle_s = _whole_seconds("initial_delay", initial_delay)
+        cdef int idle_s = _keepalive_s("initial_delay", initial_delay)
         cdef int n
         opts = []
         if idle is not None:
-            n = _whole_seconds("idle", idle)
+            n = _keepalive_s("idle", idle)
             if idle_s and n and n != idle_s:
                 raise ValueError("initial_delay and idle are the same setting: give one")
             idle_s = n or idle_s
@@ -92,15 +92,11 @@ cdef class _SocketControl(_SocketInfo):
         if on:
             if idle_s:
                 opts.append(_named("TCP_KEEPIDLE", BS_OPT_KEEPIDLE) + (_opt_value(idle_s),))
-            if interval is not None and _whole_seconds("interval", interval):
+            if interval is not None and _keepalive_s("interval", interval):
                 opts.append(_named("TCP_KEEPINTVL", BS_OPT_KEEPINTVL)
-                            + (_opt_value(_whole_seconds("interval", interval)),))
+                            + (_opt_value(_keepalive_s("interval", interval)),))
             if count is not None:
-                if isinstance(count, bool) or not isinstance(count, int):
-                    raise TypeError("count must be an int, not %s" % type(count).__name__)
-                if not 0 <= count <= 127:
-                    raise ValueError("count must be in 0..127, not %d" % count)
-                if count:
+                if _int_arg("count", count, 0, 127):
                     opts.append(_named("TCP_KEEPCNT", BS_OPT_KEEPCNT) + (_opt_value(count),))
         self._setopts(tuple(opts))
         return True
@@ -112,13 +108,7 @@ cdef class _SocketControl(_SocketInfo):
         unix socket. Raises OSError (EBADF once closed; ENOPROTOOPT where the platform has no
         TCP_USER_TIMEOUT), ValueError for a negative or too large value."""
         _check_thread(self.loop)
-        cdef double s = 0.0
-        if seconds is not None:
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-                raise TypeError("seconds must be a number, not %s" % type(seconds).__name__)
-            s = seconds
-            if not isfinite(s) or s < 0 or s > 2_000_000:
-                raise ValueError("seconds must be between 0 and 2e6, not %r" % (seconds,))
+        cdef double s = _seconds_arg("seconds", seconds)
         if self.state == ST_CLOSED:
             raise OSError(_errno.EBADF, "the socket is closed")
         if self.flags & F_UNIX:
@@ -153,3 +143,9 @@ cdef class _SocketControl(_SocketInfo):
             r = bs_set_nodelay(self.fd, on)
             if r < 0:
                 _raise_errno(-r)
+
+
+cdef int _keepalive_s(str name, object value) except -1:
+    """Keepalive times: seconds rounded up to whole ones (the kernel's unit), at most 32767 (the
+    kernel's limit for TCP_KEEPIDLE/TCP_KEEPINTVL, below _MAX_SECONDS)."""
+    return <int>ceil(_seconds_arg(name, value, False, 32767.0))

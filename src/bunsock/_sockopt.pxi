@@ -132,17 +132,6 @@ cdef tuple _named(str what, int which):
     return (level, name)
 
 
-cdef int _whole_seconds(str name, object value) except -1:
-    """Keepalive times: a number of seconds >= 0, rounded up to whole seconds (the kernel's unit)."""
-    cdef double v
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
-    v = value
-    if not isfinite(v) or v < 0 or v > 32767:
-        raise ValueError("%s must be between 0 and 32767 seconds, not %r" % (name, value))
-    return <int>ceil(v)
-
-
 cdef int _fd_setsockopt(int fd, int level, int option, object value) except -1:
     """setsockopt() on a live descriptor (UdpSocket.setsockopt)."""
     cdef bytes v = _opt_value(value)

@@ -4,8 +4,8 @@ import socket as _socket
 from collections.abc import Mapping
 
 from . import _handlers, _loop, _resolve
-from ._api import _int_arg, _sockopt_list, bind_error
-from ._loop import BINARY_TYPES, FAMILY_INET, FAMILY_INET6
+from ._api import _sockopt_list, bind_error
+from ._loop import BINARY_TYPES, FAMILY_INET, FAMILY_INET6, _int_arg
 
 UDP_HANDLER_NAMES = ("data", "drain", "error", "close")
 
