@@ -1,6 +1,7 @@
 # Socket state and lifecycle: creation, handler calls, poller interest, teardown and close.
-# The write path (_sock_write.pxi), the events (_sock_read.pxi) and the public API
-# (_sock_api.pxi) extend this class in that order; Socket, the last, is what users hold.
+# The write path (_sock_write.pxi), the events (_sock_read.pxi), the properties (_sock_info.pxi),
+# the options (_sock_ctl.pxi) and the public API (_sock_api.pxi) extend this class in that order;
+# Socket, the last, is what users hold. Also the _TlsHook interface (at the end).
 
 
 cdef class _SockExt:
