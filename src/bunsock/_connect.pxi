@@ -225,13 +225,8 @@ cdef class _Attempt(_Handle):
         return 0
 
     cdef int setopts(self, tuple opts) except -1:
-        cdef int r
         if self.fd >= 0:
-            for level, name, value in opts:
-                r = bs_setsockopt(self.fd, level, name, PyBytes_AS_STRING(value),
-                                  <unsigned int>PyBytes_GET_SIZE(value))
-                if r < 0:
-                    _raise_errno(-r)
+            _fd_setopts(self.fd, opts)
         return 0
 
 

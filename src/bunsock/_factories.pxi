@@ -3,6 +3,15 @@
 # connects itself is made in _connect.pxi.
 
 
+cdef int _adopt_fd(int fd, _OptList o, int *family, int *listening) noexcept:
+    """Check a descriptor handed to listen(fd=)/connect(sock=) (a stream socket: its family and
+    whether it listens) and apply the options to it: 0, or -errno."""
+    cdef int r = bs_adopt(fd, family, listening)
+    if r == 0 and o is not None:
+        r = bs_apply_sockopts(fd, o.opts, o.n)
+    return r
+
+
 def _listen_tcp(Loop loop, _Ctx ctx, data, int family, str ip, int port, int backlog,
                 bint reuse_port, bint ipv6_only, hostname, sockopts=None):
     cdef int fd
@@ -48,9 +57,7 @@ def _adopt_listener(Loop loop, _Ctx ctx, data, int fd, int backlog, hostname, un
     cdef _OptList o = _opt_list(sockopts)
     _check_thread(loop)
     loop._check_open()
-    r = bs_adopt(fd, &family, &listening)
-    if r == 0 and o is not None:
-        r = bs_apply_sockopts(fd, o.opts, o.n)
+    r = _adopt_fd(fd, o, &family, &listening)
     if r == 0 and not listening:
         r = bs_listen_fd(fd, backlog)
     if r < 0:
@@ -73,9 +80,7 @@ def _adopt_connected(Loop loop, _Ctx ctx, data, int fd, host, sockopts=None):
     cdef _OptList o = _opt_list(sockopts)
     _check_thread(loop)
     loop._check_open()
-    r = bs_adopt(fd, &family, &listening)
-    if r == 0 and o is not None:
-        r = bs_apply_sockopts(fd, o.opts, o.n)
+    r = _adopt_fd(fd, o, &family, &listening)
     if r < 0:
         _raise_errno(-r)
     s = _new_socket(loop, ctx, data, -1, None)

@@ -139,6 +139,7 @@ cdef class Loop:
     cdef int _uncork(self) except -1
     cdef int _arm(self, bs_timer *t, double delay) except -1
     cdef int _retire(self, object handle) except -1
+    cdef Timer _new_timer(self, fn, tuple args)
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
     cdef Timer _soon(self, fn, tuple args)
     cdef int _run_ready(self) except -1

@@ -224,9 +224,9 @@ cdef class Loop:
 
     # -- timers --
 
-    cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args):
+    cdef Timer _new_timer(self, fn, tuple args):
+        """An active, referenced Timer for fn(*args); the caller arms or queues it."""
         cdef Timer t
-        _check_thread(self)
         self._check_open()
         if not callable(fn):
             raise TypeError("callback must be callable, not %s" % type(fn).__name__)
@@ -234,9 +234,15 @@ cdef class Loop:
         t.loop = self
         t.fn = fn
         t.args = args
-        t.interval = interval
         t.active = True
         self.refs += 1
+        return t
+
+    cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args):
+        cdef Timer t
+        _check_thread(self)
+        t = self._new_timer(fn, args)
+        t.interval = interval
         Py_INCREF(t)
         self._arm(&t.t, delay)
         t.start = self.now
@@ -260,16 +266,7 @@ cdef class Loop:
         return self._soon(fn, args)
 
     cdef Timer _soon(self, fn, tuple args):
-        cdef Timer t
-        self._check_open()
-        if not callable(fn):
-            raise TypeError("callback must be callable, not %s" % type(fn).__name__)
-        t = Timer.__new__(Timer)
-        t.loop = self
-        t.fn = fn
-        t.args = args
-        t.active = True
-        self.refs += 1
+        cdef Timer t = self._new_timer(fn, args)
         self.ready.append(t)
         self.nready += 1
         if self.embedded:

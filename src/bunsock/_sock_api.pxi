@@ -273,10 +273,7 @@ cdef class Socket(_SocketControl):
     @high_water_mark.setter
     def high_water_mark(self, value):
         _check_thread(self.loop)
-        hwm = _mark_value("high_water_mark", value, True)
-        if hwm >= 0 and self.ctx.lwm > hwm:
-            raise ValueError("high_water_mark (%d) must not be below low_water_mark (%d)"
-                             % (hwm, self.ctx.lwm))
+        cdef Py_ssize_t hwm = _hwm_for(self.ctx, value)      # (checked before _own_ctx copies)
         self._own_ctx().hwm = hwm
 
     @property
@@ -288,10 +285,7 @@ cdef class Socket(_SocketControl):
     @low_water_mark.setter
     def low_water_mark(self, value):
         _check_thread(self.loop)
-        lwm = _mark_value("low_water_mark", value, False)
-        if self.ctx.hwm >= 0 and lwm > self.ctx.hwm:
-            raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)"
-                             % (lwm, self.ctx.hwm))
+        cdef Py_ssize_t lwm = _lwm_for(self.ctx, value)
         self._own_ctx().lwm = lwm
 
     cdef _Ctx _own_ctx(self):
@@ -317,10 +311,25 @@ cdef class Socket(_SocketControl):
         return False
 
 
-cdef Py_ssize_t _mark_value(str name, object value, bint allow_none) except -2:
-    """A high/low water mark given after creation: an int >= 0 (None: unbounded, -1)."""
-    value = _int_arg(name, value, 0, 2 ** 62, allow_none)
-    return -1 if value is None else value
+cdef Py_ssize_t _hwm_for(_Ctx ctx, object value) except -2:
+    """A high_water_mark set after creation (Socket's or Listener's) for a table with `ctx`'s
+    low_water_mark: an int >= 0 not below it, or None (unbounded: -1)."""
+    value = _int_arg("high_water_mark", value, 0, 2 ** 62, True)
+    if value is None:
+        return -1
+    if ctx.lwm > value:
+        raise ValueError("high_water_mark (%d) must not be below low_water_mark (%d)"
+                         % (value, ctx.lwm))
+    return value
+
+
+cdef Py_ssize_t _lwm_for(_Ctx ctx, object value) except -2:
+    """A low_water_mark set after creation: an int >= 0 not above `ctx`'s high_water_mark."""
+    value = _int_arg("low_water_mark", value, 0, 2 ** 62)
+    if ctx.hwm >= 0 and value > ctx.hwm:
+        raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)"
+                         % (value, ctx.hwm))
+    return value
 
 
 cdef Py_ssize_t _slice_len(Py_ssize_t size, Py_ssize_t offset, object length) except -1:

@@ -29,11 +29,7 @@ cdef class _SocketControl(_SocketInfo):
                 for a in ext.attempts:
                     (<_Attempt>a).setopts(opts)
         if self.fd >= 0:
-            for level, name, value in opts:
-                r = bs_setsockopt(self.fd, level, name, PyBytes_AS_STRING(value),
-                                  <unsigned int>PyBytes_GET_SIZE(value))
-                if r < 0:
-                    _raise_errno(-r)
+            _fd_setopts(self.fd, opts)
         return 0
 
     def setsockopt(self, int level, int option, value):
@@ -48,23 +44,13 @@ cdef class _SocketControl(_SocketInfo):
         """Read a socket option, as socket.socket.getsockopt: an int, or with buflen > 0 the
         raw bytes (at most buflen). Raises OSError (EBADF once closed, ENOTCONN before the
         connection has a descriptor), ValueError for a buflen outside 0..1024."""
-        cdef char buf[1024]
-        cdef unsigned int n
-        cdef int r
-        if buflen < 0 or buflen > 1024:
-            raise ValueError("buflen must be in 0..1024, not %d" % buflen)
+        _int_arg("buflen", buflen, 0, 1024)      # (before the state: a bad call is a bad call)
         if self.state == ST_CLOSED:
             raise OSError(_errno.EBADF, "the socket is closed")
         if self.fd < 0:
             raise OSError(_errno.ENOTCONN, "the socket has no descriptor yet (its connect has "
                           "not started)")
-        n = buflen if buflen else sizeof(int)
-        r = bs_getsockopt(self.fd, level, option, buf, &n)
-        if r < 0:
-            _raise_errno(-r)
-        if buflen:
-            return PyBytes_FromStringAndSize(buf, n)
-        return (<int *>buf)[0]
+        return _fd_getsockopt(self.fd, level, option, buflen)
 
     def set_keep_alive(self, bint on=True, initial_delay=0, *, idle=None, interval=None,
                        count=None):
