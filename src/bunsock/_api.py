@@ -76,10 +76,9 @@ def _check_endpoint(hostname, port, unix):
     return hostname, _int_arg("port", port, 0, 65535), None
 
 
-def _adopted_fd(fd, sock, listening):
-    """listen(fd=/sock=) and connect(sock=): the descriptor, after checking that it is a stream
-    socket of a family bunsock serves (and, for connect, connected). Returns (fd, family,
-    local address); the descriptor is not taken yet (the caller detaches `sock` on success)."""
+def _fd_of(fd, sock):
+    """fd= or sock= (one of them, as listen, connect and udp_socket take): the descriptor's
+    number, checked. The descriptor is not taken (the caller detaches `sock` on success)."""
     if fd is not None and sock is not None:
         raise ValueError("give fd or sock, not both")
     if sock is not None:
@@ -88,8 +87,15 @@ def _adopted_fd(fd, sock, listening):
         fd = sock.fileno()
         if fd < 0:
             raise ValueError("sock is closed")
-    else:
-        fd = _int_arg("fd", fd, 0, 2 ** 31 - 1)
+        return fd
+    return _int_arg("fd", fd, 0, 2 ** 31 - 1)
+
+
+def _adopted_fd(fd, sock, listening):
+    """listen(fd=/sock=) and connect(sock=): the descriptor, after checking that it is a stream
+    socket of a family bunsock serves (and, for connect, connected). Returns (fd, family,
+    local address); the descriptor is not taken yet (the caller detaches `sock` on success)."""
+    fd = _fd_of(fd, sock)
     probe = _socket.socket(fileno=fd)       # reads family and type from the descriptor
     try:
         if probe.type != _socket.SOCK_STREAM:
