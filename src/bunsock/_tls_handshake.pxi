@@ -14,19 +14,19 @@ cdef class _TlsHandshake(_TlsWriter):
         s.loop._arm(&s.t, s.timeout_ms / 1000.0 if s.timeout_ms else HANDSHAKE_TIMEOUT_S)
         if self.server_side:
             return 0      # nothing to say before the ClientHello
-        return self._handshake(s)
+        return _TlsHandshake._handshake(self, s)
 
     cdef int _handshake(self, Socket s) except -1:
         cdef object err = None
         try:
             self._ssl.do_handshake()
         except SSLWantReadError:
-            return self._pull(s)
+            return _TlsWriter._pull(self, s)
         except Exception as e:
             err = e
         if err is not None:
-            return self._failed(s, err)
-        return self._done(s)
+            return _TlsHandshake._failed(self, s, err)
+        return _TlsHandshake._done(self, s)
 
     cdef int _done(self, Socket s) except -1:
         cdef object h
@@ -45,12 +45,12 @@ cdef class _TlsHandshake(_TlsWriter):
             pend = None
             self.coalescing += 1
             try:
-                self._seal(s, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
+                _TlsWriter._seal(self, s, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
             finally:
                 self.coalescing -= 1
             if s.state != ST_OPEN:
                 return 0
-        self._pull(s)
+        _TlsWriter._pull(self, s)
         if s.state != ST_OPEN:
             return 0
         h = s.ctx.on_handshake
@@ -58,7 +58,7 @@ cdef class _TlsHandshake(_TlsWriter):
             self.pause_at_done = False
             s.pause()
         if h is not None:
-            self._call_handshake(s, h, True, None)
+            _TlsHandshake._call_handshake(self, s, h, True, None)
         elif self.fire_open:
             self.fire_open = False
             s._fire_open()
@@ -74,10 +74,10 @@ cdef class _TlsHandshake(_TlsWriter):
         self.pending = None
         self.pending_len = 0
         if s.state == ST_OPEN:
-            self._pull(s)          # the alert, if OpenSSL wrote one (best effort)
+            _TlsWriter._pull(self, s)          # the alert, if OpenSSL wrote one (best effort)
         h = s.ctx.on_handshake
         if h is not None and s.state != ST_CLOSED:
-            self._call_handshake(s, h, False, err)
+            _TlsHandshake._call_handshake(self, s, h, False, err)
         if s.state != ST_CLOSED:
             s._close(err)
         return 0
@@ -91,12 +91,13 @@ cdef class _TlsHandshake(_TlsWriter):
         return self.hs < HS_DONE
 
     cdef int timed_out(self, Socket s) except -1:
-        return self._failed(s, TimeoutError(errno.ETIMEDOUT, "TLS handshake timed out"))
+        return _TlsHandshake._failed(self, s, TimeoutError(errno.ETIMEDOUT,
+                                                           "TLS handshake timed out"))
 
     cdef int eof(self, Socket s) except -1:
         if self.hs == HS_RUNNING:
-            return self._failed(s, ssl.SSLEOFError(ssl.SSL_ERROR_EOF,
-                                                   "EOF occurred during the TLS handshake"))
+            return _TlsHandshake._failed(self, s, ssl.SSLEOFError(
+                ssl.SSL_ERROR_EOF, "EOF occurred during the TLS handshake"))
         return 0
 
     cdef int before_fin(self, Socket s) except -1:
@@ -108,7 +109,7 @@ cdef class _TlsHandshake(_TlsWriter):
                 self._ssl.shutdown()     # writes close_notify; then wants the peer's: ignored
             except Exception:
                 pass
-            self._pull(s)
+            _TlsWriter._pull(self, s)
             if s.state != ST_OPEN:
                 return 0
         return 0 if s._pending() else 1

@@ -5,7 +5,8 @@
 
 cdef class _TlsWriter(_TlsHook):
     """TLSState's state and its write side (TLSState extends _TlsHandshake extends this: one
-    class body cannot span files)."""
+    class body cannot span files). Calls between these parts name the class
+    (`_TlsWriter._pull(self, s)`): a direct C call, as when TLSState was one final class."""
     cdef public object sslobj
     cdef public bint authorized
     cdef public bint server_side
@@ -53,7 +54,7 @@ cdef class _TlsWriter(_TlsHook):
         if s.ctx.hwm >= 0:
             room = s._hwm_room(n)
             if (room < n and not (s.flags & (F_WHOLE | F_BACKED_UP))
-                    and s._held() > self.buffered()):
+                    and s._held() > _TlsWriter.buffered(self)):
                 # Only corked bytes (no send refused them) stand in the way: they go to the
                 # kernel first, as a plaintext write past the mark writes through its cork.
                 # (Not for a Group message: its members get one send per tick.)
@@ -73,12 +74,12 @@ cdef class _TlsWriter(_TlsHook):
             # backlog is what buffered_amount and high_water_mark see), it does not cork.
             if (s.loop.depth > 0 or s.cork_depth > 0) and not (s.flags & F_BACKED_UP):
                 if self.corked + n <= CORK_PLAIN:
-                    self._cork(s, p, n, keep)
+                    _TlsWriter._cork(self, s, p, n, keep)
                     return n
-                self.seal_corked(s)          # what came before goes first
+                _TlsWriter.seal_corked(self, s)          # what came before goes first
                 if s.state != ST_OPEN:
                     return n
-            self._seal(s, p, n, keep)
+            _TlsWriter._seal(self, s, p, n, keep)
             return n
         if keep is not None and PyBytes_GET_SIZE(keep) == n:
             data = keep
@@ -100,11 +101,11 @@ cdef class _TlsWriter(_TlsHook):
             self.held += n
             if self.coalescing and self.held <= CHUNK_OUT:
                 return 0
-            return self._pull(s)
+            return _TlsWriter._pull(self, s)
         while n > 0 and s.state == ST_OPEN:
             k = CHUNK_OUT if n > CHUNK_OUT else n
             self._encrypt(PyMemoryView_FromMemory(<char *>p, k, PyBUF_READ))
-            self._pull(s)
+            _TlsWriter._pull(self, s)
             p += k
             n -= k
         return 0
@@ -146,9 +147,9 @@ cdef class _TlsWriter(_TlsHook):
         s.cork_depth += 1        # the ciphertext joins the raw cork: order kept, one send
         try:
             if type(data) is bytes:
-                self._seal(s, PyBytes_AS_STRING(data), n, data)
+                _TlsWriter._seal(self, s, PyBytes_AS_STRING(data), n, data)
             else:
-                self._seal(s, PyByteArray_AS_STRING(data), n, None)
+                _TlsWriter._seal(self, s, PyByteArray_AS_STRING(data), n, None)
         finally:
             s.cork_depth -= 1
         return 0
