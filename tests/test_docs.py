@@ -479,7 +479,12 @@ def test_every_public_property_has_a_docstring():
         cls = getattr(bunsock, name)
         if not inspect.isclass(cls):
             continue
-        for attr, member in vars(cls).items():
+        # Socket's properties live on its base classes (the rooms of _loop.pyx): walk them all.
+        members = {}
+        for klass in reversed(cls.__mro__):
+            if klass.__module__.startswith("bunsock"):
+                members.update(vars(klass))
+        for attr, member in members.items():
             if attr.startswith("_") or not inspect.isdatadescriptor(member):
                 continue
             doc = member.__doc__ or ""

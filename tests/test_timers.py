@@ -13,7 +13,7 @@ import time
 import pytest
 
 import bunsock
-from conftest import run, shrink_sndbuf
+from conftest import run, run_until, shrink_sndbuf
 
 HOST = "127.0.0.1"
 # Timeouts fire within 100 ms of their deadline on an idle machine (docs/API.md §6); a loaded one,
@@ -856,3 +856,48 @@ def test_run_once_returns_for_queued_callbacks_and_due_timers(loop):
         loop.run_once(30)
     assert ran == ["soon", "timer"]
     assert time.monotonic() - t0 < 10
+
+
+def test_every_duration_has_the_same_cap_and_names_its_parameter(loop):
+    """One seconds check for every duration (docs/API.md §6): 0..2,000,000 s, a bool or a str is
+    a TypeError, a negative, NaN, infinite or larger value a ValueError naming the parameter."""
+    from bunsock import proxy_protocol
+
+    class H:
+        def data(self, s, b):
+            pass
+
+        def connect_error(self, s, e):
+            pass
+
+    srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=H(), loop=loop)
+    cli = bunsock.connect(hostname="127.0.0.1", port=srv.port, socket=H(), loop=loop)
+    run_until(loop, lambda: cli.ready_state == "open")
+    checks = {
+        "delay": lambda v: loop.call_later(v, lambda: None).cancel(),
+        "interval": lambda v: loop.call_every(v, lambda: None).cancel(),
+        "timeout": cli.timeout,
+        "seconds": cli.set_user_timeout,
+        "idle_timeout": lambda v: bunsock.listen(hostname="127.0.0.1", port=0, socket=H(),
+                                                 idle_timeout=v, loop=loop).stop(True),
+        "connect_timeout": lambda v: bunsock.connect(unix="/nonexistent/x", socket=H(),
+                                                     connect_timeout=v, loop=loop).close(),
+        "happy_eyeballs_delay": lambda v: bunsock.connect(
+            unix="/nonexistent/x", socket=H(), happy_eyeballs_delay=v, loop=loop).close(),
+    }
+    for name, call in checks.items():
+        call(2_000_000)            # the cap itself is accepted
+        for bad in (2_000_000.5, float("inf"), float("nan"), -1):
+            with pytest.raises(ValueError, match=name):
+                call(bad)
+        for bad in (True, "5"):
+            with pytest.raises(TypeError, match=name):
+                call(bad)
+    with pytest.raises(ValueError, match="timeout"):
+        proxy_protocol.accept(H(), timeout=3e6)
+    with pytest.raises(ValueError, match="idle"):
+        cli.set_keep_alive(True, idle=40000)       # the kernel's limit: 32767 s
+    cli.timeout(0)
+    cli.close()
+    srv.stop(True)
+    run(loop)

@@ -8,7 +8,7 @@ import struct
 import sys
 
 from . import _handlers, _loop, _resolve
-from ._loop import BINARY_TYPES, HANDLER_NAMES
+from ._loop import BINARY_TYPES, HANDLER_NAMES, _int_arg, _seconds_arg
 
 
 def resolve_handlers(table):
@@ -20,24 +20,6 @@ def resolve_handlers(table):
     if found[1] is None and found[2] is None:
         raise TypeError("a handler table needs at least a 'data' or a 'drain' handler")
     return found
-
-
-def _int_arg(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
-    if not lo <= value <= hi:
-        raise ValueError("%s must be in %d..%d, not %d" % (name, lo, hi, value))
-    return value
-
-
-def _seconds(name, value):
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
-    if not math.isfinite(value) or value < 0 or value > 2_000_000:
-        raise ValueError("%s must be between 0 and 2e6 seconds, not %r" % (name, value))
-    return float(value)
 
 
 IDLE_TIMEOUT_MODES = ("any", "read")
@@ -94,10 +76,9 @@ def _check_endpoint(hostname, port, unix):
     return hostname, _int_arg("port", port, 0, 65535), None
 
 
-def _adopted_fd(fd, sock, listening):
-    """listen(fd=/sock=) and connect(sock=): the descriptor, after checking that it is a stream
-    socket of a family bunsock serves (and, for connect, connected). Returns (fd, family,
-    local address); the descriptor is not taken yet (the caller detaches `sock` on success)."""
+def _fd_of(fd, sock):
+    """fd= or sock= (one of them, as listen, connect and udp_socket take): the descriptor's
+    number, checked. The descriptor is not taken (the caller detaches `sock` on success)."""
     if fd is not None and sock is not None:
         raise ValueError("give fd or sock, not both")
     if sock is not None:
@@ -106,8 +87,15 @@ def _adopted_fd(fd, sock, listening):
         fd = sock.fileno()
         if fd < 0:
             raise ValueError("sock is closed")
-    else:
-        fd = _int_arg("fd", fd, 0, 2 ** 31 - 1)
+        return fd
+    return _int_arg("fd", fd, 0, 2 ** 31 - 1)
+
+
+def _adopted_fd(fd, sock, listening):
+    """listen(fd=/sock=) and connect(sock=): the descriptor, after checking that it is a stream
+    socket of a family bunsock serves (and, for connect, connected). Returns (fd, family,
+    local address); the descriptor is not taken yet (the caller detaches `sock` on success)."""
+    fd = _fd_of(fd, sock)
     probe = _socket.socket(fileno=fd)       # reads family and type from the descriptor
     try:
         if probe.type != _socket.SOCK_STREAM:
@@ -160,7 +148,7 @@ def _sockopt_list(sockopts, server, fastopen=None, defer_accept=None, freebind=F
             out.append(_named_opt("fastopen_connect", "TCP_FASTOPEN_CONNECT")
                        + (struct.pack("i", 1),))
     if defer_accept is not None:
-        secs = _seconds("defer_accept", defer_accept)
+        secs = _seconds_arg("defer_accept", defer_accept)
         out.append(_named_opt("defer_accept", "TCP_DEFER_ACCEPT")
                    + (struct.pack("i", int(math.ceil(secs))),))
     if freebind:
@@ -263,7 +251,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,
-                    _seconds("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect,
+                    _seconds_arg("idle_timeout", idle_timeout), tls_ctx, True, None, pause_on_connect,
                     low_water_mark, idle_timeout_mode, framing)
     loop = loop if loop is not None else _loop.get_loop()
     if adopt:
@@ -271,7 +259,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
         unix_name = None
         if family == _socket.AF_UNIX:
             unix_name = local if local else ""
-        lst = loop._adopt_listener(ctx, data, fd, backlog, None, unix_name, opts)
+        lst = _loop._adopt_listener(loop, ctx, data, fd, backlog, None, unix_name, opts)
         if sock is not None:
             sock.detach()          # the Listener owns the descriptor now
         lst._set_max_connections(limit)
@@ -285,7 +273,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
 def _listen(loop, ctx, data, hostname, port, unix, path, backlog, reuse_port, ipv6_only, opts):
     if path is not None:
         try:
-            return loop._listen_unix(ctx, data, path, unix, backlog, opts)
+            return _loop._listen_unix(loop, ctx, data, path, unix, backlog, opts)
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise
@@ -297,8 +285,8 @@ def _listen(loop, ctx, data, hostname, port, unix, path, backlog, reuse_port, ip
                           "nothing listens there)" % (unix,), unix) from None
     family, ip = _resolve.literal(hostname) or _resolve.lookup(hostname, port, passive=True)[0]
     try:
-        return loop._listen_tcp(ctx, data, family, ip, port, backlog, bool(reuse_port),
-                                bool(ipv6_only), hostname, opts)
+        return _loop._listen_tcp(loop, ctx, data, family, ip, port, backlog, bool(reuse_port),
+                                 bool(ipv6_only), hostname, opts)
     except OSError as e:
         raise bind_error(e, "listen on", hostname, ip, port) from None
 
@@ -361,11 +349,11 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
         path = None
     else:
         hostname, port, path = _check_endpoint(hostname, port, unix)
-    timeout_s = _seconds("timeout", timeout)
-    connect_s = timeout_s if connect_timeout is None else _seconds("connect_timeout",
+    timeout_s = _seconds_arg("timeout", timeout)
+    connect_s = timeout_s if connect_timeout is None else _seconds_arg("connect_timeout",
                                                                    connect_timeout)
-    idle_s = timeout_s if idle_timeout is None else _seconds("idle_timeout", idle_timeout)
-    he_delay = _seconds("happy_eyeballs_delay", happy_eyeballs_delay)
+    idle_s = timeout_s if idle_timeout is None else _seconds_arg("idle_timeout", idle_timeout)
+    he_delay = _seconds_arg("happy_eyeballs_delay", happy_eyeballs_delay)
     opts = _sockopt_list(sockopts, False, fastopen, None, freebind, transparent, mark,
                          send_buffer_size, recv_buffer_size)
     if local_address is not None:
@@ -386,7 +374,7 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
     loop = loop if loop is not None else _loop.get_loop()
     if sock is not None:
         fd, _family, _local = _adopted_fd(None, sock, False)
-        s = loop._adopt_connected(ctx, data, fd, None, opts)
+        s = _loop._adopt_connected(loop, ctx, data, fd, None, opts)
         sock.detach()              # the Socket owns the descriptor now
         sock = s
     else:
@@ -402,8 +390,8 @@ def connect(*, hostname=None, port=None, unix=None, sock=None, socket, data=None
         if opts:
             # The real socket is made on the loop: a bad option must still fail here.
             _loop._probe_sockopts(probe_family, opts)
-        sock = loop._connect(ctx, data, addrs, hostname, port or 0, local_address, lport, path,
-                             connect_s, opts, he_delay)
+        sock = _loop._connect(loop, ctx, data, addrs, hostname, port or 0, local_address, lport,
+                              path, connect_s, opts, he_delay)
     if tls_ctx is not None:
         # Writes made while connecting and handshaking are held by TLS, sent after the handshake.
         from ._tls import attach

@@ -258,11 +258,7 @@ cdef class Listener(_Handle):
     @high_water_mark.setter
     def high_water_mark(self, value):
         _check_thread(self.loop)
-        hwm = _mark_value("high_water_mark", value, True)
-        if hwm >= 0 and self.ctx.lwm > hwm:
-            raise ValueError("high_water_mark (%d) must not be below low_water_mark (%d)"
-                             % (hwm, self.ctx.lwm))
-        self.ctx.hwm = hwm
+        self.ctx.hwm = _hwm_for(self.ctx, value)
 
     @property
     def low_water_mark(self):
@@ -273,11 +269,7 @@ cdef class Listener(_Handle):
     @low_water_mark.setter
     def low_water_mark(self, value):
         _check_thread(self.loop)
-        lwm = _mark_value("low_water_mark", value, False)
-        if self.ctx.hwm >= 0 and lwm > self.ctx.hwm:
-            raise ValueError("low_water_mark (%d) must not exceed high_water_mark (%d)"
-                             % (lwm, self.ctx.hwm))
-        self.ctx.lwm = lwm
+        self.ctx.lwm = _lwm_for(self.ctx, value)
 
     # -- added by the socket-control work (issue 14) --
 

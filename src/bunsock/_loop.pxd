@@ -75,20 +75,20 @@ cdef class _Handle:
 cdef class _Waker(_Handle):
     cdef bs_waker w
 
-@cython.final
-cdef class _RecvBuf:
+# A receive buffer lent out as memoryviews (_recvbuf.pxi): TCP's, and UDP's slots.
+cdef class _LentBuf:
     cdef char *buf
     cdef Py_ssize_t lent           # length of the view being lent
-    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages)
+    cdef Py_ssize_t lent_off       # and its offset (framing lends single messages; UDP one slot)
     cdef int exports               # buffer exports alive (memoryviews of it)
+
+@cython.final
+cdef class _RecvBuf(_LentBuf):
     cdef int alloc(self, Py_ssize_t size) except -1
 
 @cython.final
-cdef class _UdpArea:
-    cdef char *buf                 # UDP_BATCH slots of UDP_SLOT bytes
-    cdef bs_udp_in *slots
-    cdef Py_ssize_t off, lent      # the slot being lent as a memoryview
-    cdef int exports
+cdef class _UdpArea(_LentBuf):
+    cdef bs_udp_in *slots          # UDP_BATCH slots of UDP_SLOT bytes in buf
 
 @cython.final
 cdef class Timer:
@@ -139,6 +139,7 @@ cdef class Loop:
     cdef int _uncork(self) except -1
     cdef int _arm(self, bs_timer *t, double delay) except -1
     cdef int _retire(self, object handle) except -1
+    cdef Timer _new_timer(self, fn, tuple args)
     cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args)
     cdef Timer _soon(self, fn, tuple args)
     cdef int _run_ready(self) except -1
@@ -149,7 +150,6 @@ cdef class Loop:
     cdef int _iterate(self, int timeout) except -1
     cdef int _begin(self) except -1
     cdef void _end(self) noexcept
-    cdef _resolve(self, host, int port, callback)
 
 @cython.final
 cdef class Listener(_Handle):
@@ -208,7 +208,8 @@ cdef class _CorkCtx:
     cdef Socket s
 
 # A Socket's parts, each extending the one before (Cython cannot split one class body across
-# files): state and lifecycle, the write path, the events, the public API.
+# files): state and lifecycle, the write path, the events, introspection, options, the public
+# write/flow/lifecycle API.
 cdef class _SocketBase(_Handle):
     cdef _Ctx ctx
     cdef public object data
@@ -268,15 +269,16 @@ cdef class _SocketReader(_SocketWriter):
     cdef int _on_eof(self) except -1
     cdef int _on_timer(self) except -1
     cdef int _arm_idle(self) except -1
-    cdef int _on_connected(self) except -1
-    cdef int _connect_failed(self, exc) except -1
-    cdef int _start_tls_from_ctx(self) except -1
 
-@cython.final
-cdef class Socket(_SocketReader):
+cdef class _SocketInfo(_SocketReader):
     cdef object _addr(self, bint peer)
     cdef object _tls(self)
+
+cdef class _SocketControl(_SocketInfo):
     cdef int _setopts(self, tuple opts) except -1
+
+@cython.final
+cdef class Socket(_SocketControl):
     cdef _Ctx _own_ctx(self)
 
 

@@ -10,22 +10,31 @@ into the loop. benchmarks/instr_pingpong.py --breakdown shows what each step cos
 
 The module is one C extension (calls between its parts are direct C calls) assembled from rooms,
 one concern each:
+  _validate.pxi     argument checks: one for ints, one for seconds (one cap), C strings
   _timer.pxi        Timer (call_later / call_every / call_soon)
   _sockopt.pxi      socket option lists (before bind/connect), named options, TCP statistics
-  _loopcore.pxi     Loop: iteration, handler scope and cork list, factories, get_loop, fork
-  _recvbuf.pxi      the loop's receive buffer and the memoryviews lent out of it
+  _loopcore.pxi     Loop: iteration, handler scope and cork list, timers, get_loop, fork
+  _factories.pxi    listeners (bound or adopted), adopted connected sockets, UDP sockets
+  _recvbuf.pxi      the loop's receive buffers (TCP, UDP slots) and the memoryviews lent out
   _listener.pxi     Listener: accept
-  _sock_base.pxi    socket state, lifecycle (close/teardown), poller interest
+  _sock_base.pxi    socket state, lifecycle (close/teardown), poller interest; the TLS hook
   _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine)
-  _sock_read.pxi    socket events: read, EOF, writable, idle timer, connecting
-  _sock_api.pxi     Socket: the public methods and properties
+  _sock_read.pxi    socket events: read, EOF, writable, idle timer
+  _connect.pxi      connecting: resolution, address after address or Happy Eyeballs, open
+  _sock_info.pxi    Socket's properties: state, counters, addresses, TLS identity
+  _sock_ctl.pxi     Socket's options: setsockopt, TCP_NODELAY, keepalive, user timeout, tcp_info
+  _sock_api.pxi     Socket: the public write, flow and lifecycle methods
   _write_fast.pxi   Socket.write's C entry: sock.write(bytes) without generic argument parsing
+  _udp_peers.pxi    UDP: the per-socket cache of recent peers' addresses
   _udp.pxi          UdpSocket: datagrams in recvmmsg batches, send/send_many
   _group.pxi        Group: one write to many sockets (broadcast)
-  _happy.pxi        Happy Eyeballs: several connect attempts racing for one Socket
   _relay.pxi        pipe/relay: bytes from one socket to another inside the loop (splice or buffer)
-  _framing.pxi      framing: whole messages to `data` (scanned in C), write_frame
-The parts of Socket extend one another, so their methods are virtual; hot-path calls name the
+  _framing.pxi      framing: rules compiled for the C scanner, a socket's framing state
+  _frame_read.pxi   framing: whole messages to `data` (scanned in C)
+  _frame_write.pxi  framing: write_frame, Group.write_frame
+The parts of Socket extend one another (_SocketBase <- _SocketWriter <- _SocketReader <-
+_SocketInfo <- _SocketControl <- Socket: Cython cannot split one class body across files), so
+their methods are virtual; hot-path calls name the
 class (`_SocketWriter._flush(self)`), which Cython compiles to a direct C call the compiler can
 inline.
 """
@@ -452,18 +461,25 @@ cdef inline int errno_value() noexcept nogil:
     return errno
 
 
+include "_validate.pxi"
 include "_timer.pxi"
 include "_sockopt.pxi"
 include "_loopcore.pxi"
+include "_factories.pxi"
 include "_recvbuf.pxi"
 include "_listener.pxi"
 include "_sock_base.pxi"
 include "_sock_write.pxi"
 include "_sock_read.pxi"
+include "_connect.pxi"
+include "_sock_info.pxi"
+include "_sock_ctl.pxi"
 include "_sock_api.pxi"
 include "_write_fast.pxi"
+include "_udp_peers.pxi"
 include "_udp.pxi"
 include "_group.pxi"
-include "_happy.pxi"
 include "_relay.pxi"
 include "_framing.pxi"
+include "_frame_read.pxi"
+include "_frame_write.pxi"

@@ -224,35 +224,39 @@ cdef class Loop:
 
     # -- timers --
 
-    cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args):
+    cdef Timer _new_timer(self, fn, tuple args):
+        """An active, referenced Timer for fn(*args); the caller arms or queues it."""
         cdef Timer t
-        _check_thread(self)
         self._check_open()
         if not callable(fn):
             raise TypeError("callback must be callable, not %s" % type(fn).__name__)
-        if not isfinite(delay) or delay < 0 or delay > 1e9:
-            raise ValueError("delay must be a finite number >= 0 (and below 1e9 s), not %r" % delay)
         t = Timer.__new__(Timer)
         t.loop = self
         t.fn = fn
         t.args = args
-        t.interval = interval
         t.active = True
         self.refs += 1
+        return t
+
+    cdef Timer _timer(self, double delay, uint64_t interval, fn, tuple args):
+        cdef Timer t
+        _check_thread(self)
+        t = self._new_timer(fn, args)
+        t.interval = interval
         Py_INCREF(t)
         self._arm(&t.t, delay)
         t.start = self.now
         return t
 
     def call_later(self, delay, fn, *args):
-        """Call fn(*args) once after `delay` seconds. Returns a Timer."""
-        return self._timer(float(delay), 0, fn, args)
+        """Call fn(*args) once after `delay` seconds (0 to 2e6: docs/API.md §6). Returns a Timer."""
+        return self._timer(_seconds_arg("delay", delay, False), 0, fn, args)
 
     def call_every(self, interval, fn, *args):
         """Call fn(*args) every `interval` seconds at a fixed rate (no drift, no catch-up bursts)."""
-        cdef double iv = float(interval)
-        if not isfinite(iv) or iv <= 0:
-            raise ValueError("interval must be a finite number > 0, not %r" % interval)
+        cdef double iv = _seconds_arg("interval", interval, False)
+        if iv <= 0:
+            raise ValueError("interval must be a number of seconds > 0, not %r" % (interval,))
         cdef uint64_t ms = <uint64_t>ceil(iv * 1000.0)
         return self._timer(iv, ms, fn, args)
 
@@ -262,16 +266,7 @@ cdef class Loop:
         return self._soon(fn, args)
 
     cdef Timer _soon(self, fn, tuple args):
-        cdef Timer t
-        self._check_open()
-        if not callable(fn):
-            raise TypeError("callback must be callable, not %s" % type(fn).__name__)
-        t = Timer.__new__(Timer)
-        t.loop = self
-        t.fn = fn
-        t.args = args
-        t.active = True
-        self.refs += 1
+        cdef Timer t = self._new_timer(fn, args)
         self.ready.append(t)
         self.nready += 1
         if self.embedded:
@@ -453,7 +448,8 @@ cdef class Loop:
         another one (bunsock.aio registers fileno() with asyncio and calls this). A timeout
         above MAX_WAIT (2**31 - 1 ms, about 24.8 days; inf included) waits that long. Raises
         ValueError for a negative or NaN timeout, TypeError for a non-number."""
-        cdef int ms = -1 if timeout is None else _wait_ms(timeout)
+        cdef int ms = -1 if timeout is None else _wait_ms(_seconds_arg("run_once timeout",
+                                                                        timeout, False, INFINITY))
         cdef int64_t due
         self._begin()
         try:
@@ -489,160 +485,10 @@ cdef class Loop:
         notices work queued from its own callbacks."""
         self.embedded = on
 
-    # -- resolution off the loop thread --
 
-    cdef _resolve(self, host, int port, callback):
-        if self.executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bunsock-resolve")
-        self.executor.submit(_resolve_job, self, host, port, callback)
-
-    # -- factories used by the Python API (bunsock/_api.py) --
-
-    def _listen_tcp(self, _Ctx ctx, data, int family, str ip, int port, int backlog,
-                    bint reuse_port, bint ipv6_only, hostname, sockopts=None):
-        cdef int fd
-        cdef _OptList o = _opt_list(sockopts)
-        _check_thread(self)
-        self._check_open()
-        fd = bs_listen_tcp(family, ip.encode(), port, backlog, reuse_port, ipv6_only,
-                           _opts_of(o), _nopts_of(o))
-        if fd < 0:
-            _raise_errno(-fd)
-        lst = Listener._new(self, ctx, data, fd)
-        lst.own_nodelay = _sets_nodelay(o)
-        lst._hostname = hostname
-        lst._port = lst.address[1]      # the real port (port=0 picks one); address is cached
-        return lst
-
-    def _listen_unix(self, _Ctx ctx, data, bytes path, display, int backlog, sockopts=None):
-        cdef int fd
-        cdef _OptList o = _opt_list(sockopts)
-        _check_thread(self)
-        self._check_open()
-        fd = bs_listen_unix(path, len(path), backlog, _opts_of(o), _nopts_of(o))
-        if fd < 0:
-            _raise_errno(-fd)
-        lst = Listener._new(self, ctx, data, fd)
-        lst.own_nodelay = _sets_nodelay(o)
-        lst._unix = display
-        lst._unix_path = path
-        if path[:1] != b"\0":
-            st = os.stat(path)
-            lst._unix_id = (st.st_dev, st.st_ino)
-        return lst
-
-    def _connect(self, _Ctx ctx, data, addrs, host, int port, local_ip, int local_port,
-                 bytes unix_path, double timeout, sockopts=None, double he_delay=0.0):
-        """addrs: list of (family, ip) to try in order, or None to resolve `host` off-thread.
-        he_delay: with several addresses, start the next attempt after this many seconds
-        without waiting for the previous one to fail (Happy Eyeballs; 0: one at a time)."""
-        cdef Socket s
-        _check_thread(self)
-        self._check_open()
-        s = _new_socket(self, ctx, data, -1, None)
-        s.state = ST_CONNECTING
-        s.flags |= F_CLIENT | (F_UNIX if unix_path is not None else 0)
-        ext = s._get_ext()
-        ext.port = port
-        ext.host = host
-        ext.local_ip = local_ip
-        ext.local_port = local_port
-        ext.unix_path = unix_path
-        ext.sockopts = _opt_list(sockopts)
-        ext.he_delay = he_delay
-        if timeout > 0:
-            self._arm(&s.t, timeout)      # bounds resolution + connect (+ TLS handshake)
-        if unix_path is not None or addrs is not None:
-            ext.addrs = addrs
-            # connect_error must fire from the loop, never from inside connect().
-            self.call_soon(s._try_connect)
-        else:
-            self._resolve(host, port, s._resolved)
-        return s
-
-    def _adopt_listener(self, _Ctx ctx, data, int fd, int backlog, hostname, unix,
-                        sockopts=None):
-        """listen(fd=/sock=): a descriptor someone else bound (systemd socket activation, a
-        supervisor's hand-off) becomes a Listener as if listen() had made it; listen(backlog)
-        is called when it is not listening yet. On success bunsock owns fd (stop() closes it);
-        on failure fd is left open."""
-        cdef int family = 0, listening = 0, r
-        cdef _OptList o = _opt_list(sockopts)
-        _check_thread(self)
-        self._check_open()
-        r = bs_adopt(fd, &family, &listening)
-        if r == 0 and o is not None:
-            r = bs_apply_sockopts(fd, o.opts, o.n)
-        if r == 0 and not listening:
-            r = bs_listen_fd(fd, backlog)
-        if r < 0:
-            _raise_errno(-r)
-        lst = Listener._new(self, ctx, data, fd)
-        lst.own_nodelay = _sets_nodelay(o)
-        lst._unix = unix
-        if family != BS_AF_UNIX:
-            lst._port = lst.address[1]
-            lst._hostname = hostname if hostname is not None else lst.address[0]
-        return lst
-
-    def _adopt_connected(self, _Ctx ctx, data, int fd, host, sockopts=None):
-        """connect(sock=): an already connected stream socket (socketpair(), a hand-off) gets
-        the client table. It is registered for writability, so `open` fires from the loop on
-        the first iteration exactly as for a connect bunsock made."""
-        cdef int family = 0, listening = 0, r
-        cdef Socket s
-        cdef _OptList o = _opt_list(sockopts)
-        _check_thread(self)
-        self._check_open()
-        r = bs_adopt(fd, &family, &listening)
-        if r == 0 and o is not None:
-            r = bs_apply_sockopts(fd, o.opts, o.n)
-        if r < 0:
-            _raise_errno(-r)
-        s = _new_socket(self, ctx, data, -1, None)
-        s.state = ST_CONNECTING
-        s.flags |= F_CLIENT | (F_UNIX if family == BS_AF_UNIX else 0)
-        ext = s._get_ext()
-        ext.host = host
-        ext.sockopts = o        # (applied above; kept so that `open` leaves TCP_NODELAY alone)
-        ext.addrs = []          # nothing to fall back to: a failure is the connect_error
-        r = -bs_poller_add(&self.poller, fd, <void *>s, BS_WRITABLE)
-        if r > 0:
-            s._teardown()
-            _raise_errno(r)
-        s.fd = fd
-        s.flags |= F_REGISTERED
-        s.mask = BS_WRITABLE
-        return s
-
-
-cdef int _wait_ms(object timeout) except -2:
-    """run_once's timeout in whole ms (rounded up), capped at MAX_WAIT_MS: a C int, which is
-    what the poller takes (a larger value would wrap, a negative one block forever)."""
-    cdef double t
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError("run_once timeout must be None or a number of seconds, not %s"
-                        % type(timeout).__name__)
-    try:
-        t = timeout
-    except OverflowError:          # an int too large for a double
-        t = INFINITY if timeout > 0 else -INFINITY
-    if t != t or t < 0:
-        raise ValueError("run_once timeout must be None or a number of seconds >= 0, not %r"
-                         % (timeout,))
+cdef int _wait_ms(double t) noexcept:
+    """A wait of t seconds (>= 0, inf included) in whole ms, rounded up and capped at
+    MAX_WAIT_MS: a C int, which is what the poller takes (a larger value would wrap)."""
     if t * 1000.0 >= MAX_WAIT_MS:
         return MAX_WAIT_MS
     return <int>ceil(t * 1000.0)
-
-
-def _resolve_job(Loop loop, host, int port, callback):
-    from ._resolve import lookup
-    try:
-        result = lookup(host, port)
-    except Exception as e:
-        result = e
-    try:
-        loop.call_soon_threadsafe(callback, result)
-    except RuntimeError:
-        pass  # the loop was closed meanwhile

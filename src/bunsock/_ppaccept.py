@@ -5,11 +5,10 @@ with the user's own table (sock.reload), so after the header there is no wrapper
 event at all. Per-socket state lives in one module dict, keyed by socket, so that a
 listener.reload(accept(other)) in the middle of a header carries on with the bytes read so far.
 """
-import math
 from typing import Any, Optional
 
 from ._api import resolve_handlers
-from ._loop import HANDLER_NAMES
+from ._loop import HANDLER_NAMES, _int_arg, _seconds_arg
 from .proxy_protocol import V2_MAX_DEFAULT, V2_MAX_LIMIT, ProxyProtocolError, parse
 
 __all__ = ["accept"]
@@ -183,23 +182,16 @@ def accept(handlers: Any, *, timeout: Optional[float] = 5.0,
     exception and the socket closes, as for any `open`. `max_size`: the bound on a v2 header
     (default 4096; a v1 line is at most 107 bytes).
 
-    Raises TypeError for an invalid table (as listen does), ValueError for a negative or
-    non-finite timeout or a max_size outside 16..65551. Not for TLS listeners: the header comes
-    before the TLS handshake, so read it on a plain listener. `listener.reload()` replaces the
-    wrapper too: pass `accept(new_table)` to keep reading headers (a header half read by then is
-    finished by the new wrapper). A connection already handed over runs on its own copy of the
-    table, so `listener.reload()` does not reach it: `reload` such sockets one by one.
+    Raises TypeError for an invalid table (as listen does), ValueError for a negative, NaN or
+    too large timeout (docs/API.md §6) or a max_size outside 16..65551. Not for TLS listeners:
+    the header comes before the TLS handshake, so read it on a plain listener.
+    `listener.reload()` replaces the wrapper too: pass `accept(new_table)` to keep reading
+    headers (a header half read by then is finished by the new wrapper). A connection already
+    handed over runs on its own copy of the table, so `listener.reload()` does not reach it:
+    `reload` such sockets one by one.
     """
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError("timeout must be a number of seconds or None, not %r" % (timeout,))
-        if not math.isfinite(timeout) or timeout < 0:
-            raise ValueError("timeout must be a finite number of seconds >= 0, not %r"
-                             % (timeout,))
-    if isinstance(max_size, bool) or not isinstance(max_size, int):
-        raise TypeError("max_size must be an int, not %r" % (max_size,))
-    if not 16 <= max_size <= V2_MAX_LIMIT:
-        raise ValueError("max_size must be in 16..%d, not %d" % (V2_MAX_LIMIT, max_size))
+    timeout = _seconds_arg("timeout", timeout)
+    _int_arg("max_size", max_size, 16, V2_MAX_LIMIT)
     return _Accept(handlers, timeout or None, max_size)
 
 

@@ -1,6 +1,7 @@
 # Socket state and lifecycle: creation, handler calls, poller interest, teardown and close.
-# The write path (_sock_write.pxi), the events (_sock_read.pxi) and the public API
-# (_sock_api.pxi) extend this class in that order; Socket, the last, is what users hold.
+# The write path (_sock_write.pxi), the events (_sock_read.pxi), the properties (_sock_info.pxi),
+# the options (_sock_ctl.pxi) and the public API (_sock_api.pxi) extend this class in that order;
+# Socket, the last, is what users hold. Also the _TlsHook interface (at the end).
 
 
 cdef class _SockExt:
@@ -210,6 +211,46 @@ cdef int _accept_socket(Listener l, int fd) except -1:
         _touch(s, True)
         bs_wheel_arm(&loop.wheel, &s.t, loop.now + ctx.idle_ms)
     if ctx.tls is not None:
-        return s._start_tls_from_ctx()
+        return _start_tls_from_ctx(s)      # (_connect.pxi)
     s._fire_open()
     return 0
+
+
+# TLS hook (bunsock._tls.TLSState overrides every method; a socket's ext.tls is one of those)
+
+
+cdef class _TlsHook:
+    """What the loop calls on a socket's TLS layer instead of its plaintext paths."""
+
+    cdef int feed(self, Socket s, char *p, Py_ssize_t n) except -1:
+        return 0
+
+    cdef int eof(self, Socket s) except -1:
+        return 0
+
+    cdef Py_ssize_t write(self, Socket s, const char *p, Py_ssize_t n, object keep) except -2:
+        return -1
+
+    cdef int closed(self, Socket s, object err) except -1:
+        return 0
+
+    cdef int before_fin(self, Socket s) except -1:
+        return 1
+
+    cdef int resumed(self, Socket s) except -1:
+        return 0
+
+    cdef Py_ssize_t buffered(self) noexcept:
+        return 0
+
+    cdef bint handshaking(self) noexcept:
+        return False
+
+    cdef int timed_out(self, Socket s) except -1:
+        return 0
+
+    cdef int seal_corked(self, Socket s) except -1:
+        return 0
+
+    cdef Py_ssize_t corked_len(self) noexcept:
+        return 0

@@ -1,5 +1,5 @@
-# Socket events: readiness from the poller (read, EOF; writable goes to the write room), the idle
-# timer, connecting.
+# Socket events: readiness from the poller (read, EOF; writable goes to the write room; a connect
+# completing to _connect.pxi), the idle timer.
 
 
 cdef class _SocketReader(_SocketWriter):
@@ -8,7 +8,7 @@ cdef class _SocketReader(_SocketWriter):
         cdef uint32_t handled = ev & self.mask
         if self.state == ST_CONNECTING:
             if ev & (BS_WRITABLE | BS_HANGUP):
-                return self._on_connected()
+                return _on_connected(<Socket>self)      # (_connect.pxi)
             return 0
         if handled & BS_READABLE:
             _SocketReader._on_readable(self)
@@ -94,7 +94,7 @@ cdef class _SocketReader(_SocketWriter):
         cdef uint32_t fired = F_IDLE_FIRED
         cdef object h
         if self.state == ST_CONNECTING:
-            return self._connect_failed(_oserror(_errno.ETIMEDOUT))
+            return _connect_failed(<Socket>self, _oserror(_errno.ETIMEDOUT))
         if self.state == ST_CLOSED:
             return 0
         if (self.flags & F_TLS) and (<_TlsHook>self.ext.tls).handshaking():
@@ -131,123 +131,6 @@ cdef class _SocketReader(_SocketWriter):
         loop._arm(&self.t, self.timeout_ms / 1000.0)
         _touch(self, True)
         return 0
-
-    # -- connecting --
-
-    def _resolved(self, result):
-        if self.state != ST_CONNECTING:
-            return
-        if isinstance(result, BaseException):
-            self._connect_failed(result)
-            return
-        if not result:
-            self._connect_failed(OSError(_errno.EHOSTUNREACH, "no address for %r" % self.ext.host))
-            return
-        self.ext.addrs = result
-        self._try_connect()
-
-    def _try_connect(self):
-        """Start connecting to the next candidate address; the last failure is reported."""
-        cdef int fd, r, in_progress = 0
-        cdef _SockExt ext = self.ext
-        cdef object last = ext.last_exc
-        if self.state != ST_CONNECTING:
-            return
-        if ext.he_delay > 0 and ext.unix_path is None and len(ext.addrs) > 1:
-            _he_next(<Socket>self)       # several addresses: they race (_happy.pxi)
-            return
-        while True:
-            if ext.unix_path is not None:
-                if ext.addr_index > 0:
-                    break
-                ext.addr_index = 1
-                fd = _start_connect_unix(ext, &in_progress)
-                if fd == -EAGAIN:
-                    last = OSError(EAGAIN, "cannot connect to %r: its listener's backlog is full"
-                                   % (ext.host if ext.host is not None else ext.unix_path,))
-                    continue
-            else:
-                if ext.addr_index >= len(ext.addrs):
-                    break
-                family, ip = ext.addrs[ext.addr_index]
-                ext.addr_index += 1
-                fd = _start_connect_tcp(ext, family, ip, &in_progress)
-            if fd < 0:
-                last = _oserror(-fd)
-                continue
-            self.fd = fd
-            self.mask = 0
-            r = bs_poller_add(&self.loop.poller, fd, <void *>self, BS_WRITABLE)
-            if r < 0:
-                last = _oserror(-r)
-                c_close(fd)
-                self.fd = -1
-                continue
-            self.flags |= F_REGISTERED
-            self.mask = BS_WRITABLE
-            return
-        self._connect_failed(last if last is not None else OSError(_errno.ECONNREFUSED,
-                                                                   "connection refused"))
-
-    cdef int _on_connected(self) except -1:
-        cdef int err = -bs_socket_error(self.fd)
-        cdef Loop loop = self.loop
-        if err != 0:
-            self._deregister_quiet()
-            c_close(self.fd)
-            self.fd = -1
-            self.mask = 0
-            self.ext.last_exc = _oserror(err)
-            self._try_connect()
-            return 0
-        self.state = ST_OPEN
-        if not (self.flags & F_UNIX) and not _sets_nodelay(self.ext.sockopts):
-            bs_set_nodelay(self.fd, 1)
-        # pause() while connecting holds: no read interest until resume().
-        self._set_mask(0 if self.flags & F_PAUSED else BS_READABLE)
-        bs_wheel_cancel(&loop.wheel, &self.t)
-        if self.ctx.idle_ms and not (self.flags & F_USER_TIMEOUT):
-            self.timeout_ms = self.ctx.idle_ms
-        self._arm_idle()
-        if self.ctx.tls is not None:
-            return self._start_tls_from_ctx()
-        self._fire_open()
-        # Writes made while connecting go out now; end() while connecting (even with nothing
-        # written) owes the peer a FIN.
-        if self.state == ST_OPEN:
-            self._flush()
-        return 0
-
-    cdef int _connect_failed(self, exc) except -1:
-        if self.state != ST_CONNECTING:
-            return 0
-        if self.ext is not None:
-            self.ext.addrs = None
-        return self._close(exc)      # never opened: `connect_error(sock, exc)`
-
-    cdef int _start_tls_from_ctx(self) except -1:
-        from ._tls import start_from_ctx
-        start_from_ctx(self, self.ctx.tls, self.ctx.tls_server_side, self.ctx.server_hostname)
-        return 0
-
-
-cdef int _start_connect_tcp(_SockExt ext, int family, str ip, int *in_progress) except? -1:
-    """One non-blocking TCP connect to (family, ip) with the socket's local address and options
-    applied before it: the fd, or -errno."""
-    cdef _OptList o = ext.sockopts
-    cdef bytes bip = ip.encode()
-    cdef bytes blocal = ext.local_ip.encode() if ext.local_ip is not None else None
-    cdef const char *local = NULL
-    if blocal is not None:
-        local = blocal
-    return bs_connect_tcp(family, bip, ext.port, local, ext.local_port, _opts_of(o),
-                          _nopts_of(o), in_progress)
-
-
-cdef int _start_connect_unix(_SockExt ext, int *in_progress) except? -1:
-    cdef _OptList o = ext.sockopts
-    return bs_connect_unix(ext.unix_path, len(ext.unix_path), _opts_of(o), _nopts_of(o),
-                           in_progress)
 
 
 cdef inline int _deliver(_SocketReader self, Py_ssize_t n) except -1:

@@ -132,15 +132,15 @@ cdef tuple _named(str what, int which):
     return (level, name)
 
 
-cdef int _whole_seconds(str name, object value) except -1:
-    """Keepalive times: a number of seconds >= 0, rounded up to whole seconds (the kernel's unit)."""
-    cdef double v
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
-    v = value
-    if not isfinite(v) or v < 0 or v > 32767:
-        raise ValueError("%s must be between 0 and 32767 seconds, not %r" % (name, value))
-    return <int>ceil(v)
+cdef int _fd_setopts(int fd, tuple opts) except -1:
+    """Apply ((level, option, bytes), ...) to a live descriptor now; OSError on a refusal."""
+    cdef int r
+    for level, name, value in opts:
+        r = bs_setsockopt(fd, level, name, PyBytes_AS_STRING(value),
+                          <unsigned int>PyBytes_GET_SIZE(value))
+        if r < 0:
+            _raise_errno(-r)
+    return 0
 
 
 cdef int _fd_setsockopt(int fd, int level, int option, object value) except -1:
@@ -158,8 +158,7 @@ cdef object _fd_getsockopt(int fd, int level, int option, int buflen):
     cdef char buf[1024]
     cdef unsigned int n
     cdef int r
-    if buflen < 0 or buflen > 1024:
-        raise ValueError("buflen must be in 0..1024, not %d" % buflen)
+    _int_arg("buflen", buflen, 0, 1024)
     n = buflen if buflen else sizeof(int)
     r = bs_getsockopt(fd, level, option, buf, &n)
     if r < 0:

@@ -2,103 +2,23 @@
 #
 # Reads take up to UDP_BATCH datagrams per system call into the loop's UDP slots; each becomes one
 # `data(sock, buf, port, address)` call. Sends never queue: `send` returns False when the kernel
-# refuses (and `drain` fires once it can take more). A small per-socket cache maps recent peers'
-# sockaddrs to their (port, address) objects and back, so an echo or a reply to a known peer
-# neither formats nor parses an address.
+# refuses (and `drain` fires once it can take more). Recent peers' addresses come from a small
+# per-socket cache (_udp_peers.pxi); the receive slots are the loop's _UdpArea (_recvbuf.pxi);
+# udp_socket() makes the socket through _factories.pxi.
 
-from libc.string cimport memcmp, memcpy
-from cpython.ref cimport Py_XDECREF
+from libc.string cimport memcmp
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 
 cdef enum:
-    UDP_BATCH = 32          # datagrams per recvmmsg
-    # Bytes per receive slot: the largest UDP payload (65,507 over IPv4, 65,527 over IPv6) fits,
-    # so no datagram is ever truncated. Only the pages a datagram touches become resident.
-    UDP_SLOT = 65536
     # Datagrams one socket may take per loop iteration (besides the loop's byte budget): a
     # flood of tiny datagrams must not starve the other sockets either.
     UDP_ITER_MAX = 1024
-    ADDR_CACHE = 8          # peers remembered per socket (indexed by the port's low bits)
 
 cdef enum:
     U_REFED = 1
     U_CONNECTED = 2
     U_DRAIN_OWED = 4
     U_CLOSED = 8
-
-
-cdef class _UdpArea:
-    """One loop's UDP receive slots. With binary_type="memoryview" the `data` handler gets a view
-    of one slot exported by this object; a view that outlives the call keeps the area alive and
-    the loop takes a new one (as _RecvBuf does for TCP)."""
-
-    def __cinit__(self):
-        cdef int i
-        if posix_memalign(<void **>&self.buf, 4096, UDP_BATCH * UDP_SLOT) != 0:
-            self.buf = NULL
-            raise MemoryError()
-        self.slots = <bs_udp_in *>malloc(UDP_BATCH * sizeof(bs_udp_in))
-        if self.slots == NULL:
-            raise MemoryError()
-        for i in range(UDP_BATCH):
-            self.slots[i].buf = self.buf + i * UDP_SLOT
-            self.slots[i].cap = UDP_SLOT
-
-    def __getbuffer__(self, Py_buffer *view, int flags):
-        if flags & PyBUF_WRITABLE:
-            raise BufferError("the data handler's memoryview is read-only")
-        PyBuffer_FillInfo(view, self, self.buf + self.off, self.lent, 1, flags)
-        self.exports += 1
-
-    def __releasebuffer__(self, Py_buffer *view):
-        self.exports -= 1
-
-    def __dealloc__(self):
-        free(self.buf)
-        free(self.slots)
-
-
-cdef inline int _cache_index(const bs_addr *a) noexcept:
-    # sin_port and sin6_port sit at byte 2 of the sockaddr in network order: byte 3 is the low
-    # byte of the port, so peers on consecutive ports land in different entries.
-    return (<const unsigned char *>a)[3] & (ADDR_CACHE - 1)
-
-
-cdef int _remember(_AddrEntry *e, const bs_addr *a, object port, object host) except -1:
-    Py_XDECREF(e.py_port)
-    Py_XDECREF(e.host)
-    memcpy(&e.a, a, sizeof(bs_addr))
-    e.port = port
-    Py_INCREF(port)
-    Py_INCREF(host)
-    e.py_port = <PyObject *>port
-    e.host = <PyObject *>host
-    return 0
-
-
-cdef object _addr_pair(const bs_addr *a):
-    """(address text, port) of a sockaddr, or (None, None) for one that is not IPv4/IPv6."""
-    cdef char text[80]
-    cdef int port = 0
-    if bs_addr_text(a, text, sizeof(text), &port) <= 0:
-        return None, None
-    return text.decode(), port
-
-
-cdef int _udp_int(object name, object value, int lo, int hi) except? -1:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
-    if not lo <= value <= hi:
-        raise ValueError("%s must be in %d..%d, not %r" % (name, lo, hi, value))
-    return value
-
-
-cdef bytes _cstr(object name, object value):
-    if not isinstance(value, str):
-        raise TypeError("%s must be a str, not %s" % (name, type(value).__name__))
-    if "\0" in value:
-        raise ValueError("%s must not contain a NUL byte: %r" % (name, value))
-    return (<str>value).encode("utf-8", "surrogateescape")
 
 
 cdef class UdpSocket(_Handle):
@@ -196,7 +116,7 @@ cdef class UdpSocket(_Handle):
         elif self.binary_type == BT_BYTEARRAY:
             buf = PyByteArray_FromStringAndSize(slot.buf, slot.len)
         else:
-            area.off = slot.buf - area.buf
+            area.lent_off = slot.buf - area.buf
             area.lent = slot.len
             buf = PyMemoryView_FromObject(area)
             try:
@@ -238,7 +158,7 @@ cdef class UdpSocket(_Handle):
         cdef _AddrEntry *e
         if port is None or address is None:
             raise ValueError("send() on an unconnected UDP socket needs port and address")
-        iport = _udp_int("port", port, 1, 65535)
+        iport = _int_arg("port", port, 1, 65535)
         e = &self.cache[iport & (ADDR_CACHE - 1)]
         if e.host != NULL and e.port == iport and (e.host == <PyObject *>address or
                                                    <object>e.host == address):
@@ -425,13 +345,13 @@ cdef class UdpSocket(_Handle):
         """IP_TTL / IPV6_UNICAST_HOPS for unicast datagrams (1..255)."""
         _check_thread(self.loop)
         self._check_open()
-        _check_r(bs_udp_set_ttl(self.fd, self.fam, _udp_int("ttl", ttl, 1, 255)))
+        _check_r(bs_udp_set_ttl(self.fd, self.fam, _int_arg("ttl", ttl, 1, 255)))
 
     def set_multicast_ttl(self, ttl):
         """IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS (0..255; 1, the default, stays on the link)."""
         _check_thread(self.loop)
         self._check_open()
-        _check_r(bs_udp_set_multicast_ttl(self.fd, self.fam, _udp_int("ttl", ttl, 0, 255)))
+        _check_r(bs_udp_set_multicast_ttl(self.fd, self.fam, _int_arg("ttl", ttl, 0, 255)))
 
     def set_multicast_loopback(self, bint on=True):
         """IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP: whether this host's own members get our
@@ -562,75 +482,3 @@ cdef int _check_r(int r) except -1:
     if r < 0:
         _raise_errno(-r)
     return 0
-
-
-def _udp_new(Loop loop, tuple handlers, data, int binary_type, int family, str ip, int port,
-             bint reuse_port, bint ipv6_only, hostname, connect_ip, int connect_port):
-    """Bind (and connect) a UdpSocket; the argument checking is bunsock._udp_api's."""
-    cdef int fd, r, err
-    cdef bs_addr peer
-    _check_thread(loop)
-    loop._check_open()
-    fd = bs_udp_open(family, ip.encode(), port, reuse_port, ipv6_only)
-    if fd < 0:
-        _raise_errno(-fd)
-    if connect_ip is not None:
-        r = bs_addr_parse((<str>connect_ip).encode(), connect_port, family, &peer)
-        if r == 0:
-            r = bs_udp_connect(fd, &peer)
-        if r < 0:
-            c_close(fd)
-            if r == -_errno.EAFNOSUPPORT:
-                raise ValueError("cannot connect an IPv4 socket to the IPv6 address %r"
-                                 % (connect_ip,))
-            _raise_errno(-r)
-    return _udp_register(loop, handlers, data, binary_type, family, fd, hostname,
-                         connect_ip is not None)
-
-
-def _udp_wrap(Loop loop, tuple handlers, data, int binary_type, int family, int fd, hostname,
-              bint connected):
-    """Register a datagram socket made and checked by bunsock._udp_api (sockopts=, fd=/sock=),
-    already detached by the caller: from here on the descriptor is the UdpSocket's (closed if
-    this fails)."""
-    try:
-        loop._check_open()
-    except BaseException:
-        c_close(fd)
-        raise
-    return _udp_register(loop, handlers, data, binary_type, family, fd, hostname, connected)
-
-
-def _udp_adopt(Loop loop, tuple handlers, data, int binary_type, int fd):
-    """Tests only: wrap a connected unix datagram socket (socketpair) as a UdpSocket. Loopback
-    UDP never refuses a send (the kernel frees the buffer at once), a unix datagram socket does,
-    so this is how the send-returns-False / drain path is exercised on real sockets."""
-    return _udp_register(loop, handlers, data, binary_type, BS_AF_UNIX, fd, None, True)
-
-
-cdef UdpSocket _udp_register(Loop loop, tuple handlers, data, int binary_type, int family, int fd,
-                             hostname, bint connected):
-    cdef UdpSocket u = UdpSocket.__new__(UdpSocket)
-    u.loop = loop
-    u.fd = fd
-    u.data = data
-    u.binary_type = binary_type
-    u.fam = family
-    u._hostname = hostname
-    u.on_data, u.on_drain, u.on_error, u.on_close = handlers
-    if loop.udp_rx is None:
-        loop.udp_rx = _UdpArea.__new__(_UdpArea)
-    err = -bs_poller_add(&loop.poller, fd, <void *>u, BS_READABLE)
-    if err > 0:
-        c_close(fd)
-        u.fd = -1
-        u.uflags = U_CLOSED
-        _raise_errno(err)
-    u.mask = BS_READABLE
-    u.uflags = U_REFED | (U_CONNECTED if connected else 0)
-    loop.refs += 1
-    Py_INCREF(u)     # the poller's reference, dropped by close()
-    # Read now, so port/address (and the peer's) still answer after close().
-    u._name(False)
-    u._name(True)
-    return u

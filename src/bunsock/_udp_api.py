@@ -4,8 +4,8 @@ import socket as _socket
 from collections.abc import Mapping
 
 from . import _handlers, _loop, _resolve
-from ._api import _int_arg, _sockopt_list, bind_error
-from ._loop import BINARY_TYPES, FAMILY_INET, FAMILY_INET6
+from ._api import _fd_of, _sockopt_list, bind_error
+from ._loop import BINARY_TYPES, FAMILY_INET, FAMILY_INET6, _int_arg
 
 UDP_HANDLER_NAMES = ("data", "drain", "error", "close")
 
@@ -115,16 +115,8 @@ def _peer(connect):
 def _adopt(loop, handlers, data, binary_type, fd, sock, opts, peer, hostname=None):
     """Register a datagram socket made elsewhere (fd=/sock=, or the options path above) after
     applying `opts` and connecting it to `peer`; on success the UdpSocket owns the descriptor."""
-    if fd is not None and sock is not None:
-        raise ValueError("give fd or sock, not both")
-    if sock is not None:
-        if not isinstance(sock, _socket.socket):
-            raise TypeError("sock must be a socket.socket, not %s" % type(sock).__name__)
-        if sock.fileno() < 0:
-            raise ValueError("sock is closed")
-        probe = sock
-    else:
-        probe = _socket.socket(fileno=_int_arg("fd", fd, 0, 2 ** 31 - 1))
+    n = _fd_of(fd, sock)
+    probe = sock if sock is not None else _socket.socket(fileno=n)
     try:
         if probe.type != _socket.SOCK_DGRAM:
             raise ValueError("udp_socket needs a datagram socket, not %r" % probe.type)

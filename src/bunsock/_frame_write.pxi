@@ -1,0 +1,187 @@
+# Framing, writing: write_frame() and Group.write_frame() add the rule's header or delimiter in
+# C, one append per frame, the frame taken whole or not at all under high_water_mark.
+
+from libc.string cimport memcpy
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+
+cdef enum:
+    FRAME_STACK = 2048      # write_frame builds frames up to this size on the stack
+
+
+cdef Py_ssize_t _frame_room(Socket s, Py_ssize_t total):
+    """All or nothing under high_water_mark: 1 when a frame of `total` bytes may be written, 0
+    when the mark refuses it (a `drain` is then owed). With nothing buffered it is taken whole,
+    so a frame larger than the mark still goes."""
+    cdef Py_ssize_t hwm = s.ctx.hwm, used
+    if hwm < 0:
+        return 1
+    used = s._pending() + s._tls_held()
+    if s.flags & F_TLS:
+        used += (<_TlsHook>s.ext.tls).corked_len()
+    if used == 0 or used + total <= hwm:
+        return 1
+    s.flags |= F_DRAIN_OWED
+    if not (s.flags & F_CORKED) and s.cork_depth == 0:
+        s._settle()
+    return 0
+
+
+cdef Py_ssize_t _frame_encode(_FrameRule rule, const char *p, Py_ssize_t n,
+                              unsigned char *hdr) except -1:
+    """The header of a frame (into hdr) and the frame's total size; ValueError when the
+    payload cannot be framed by this rule."""
+    cdef int h
+    if rule.r.kind == BS_FRAME_LINES:
+        if bs_frame_has_delim(&rule.r, p, n):
+            raise ValueError("write_frame(): the payload contains the delimiter %r, so the peer "
+                             "would read it as more than one line" % (rule.delim,))
+        return n + <Py_ssize_t>rule.r.dlen
+    h = bs_frame_header(&rule.r, n, hdr)
+    if h < 0:
+        raise ValueError("write_frame(): a payload of %d bytes does not fit a %d-byte length "
+                         "header" % (n, rule.r.hsize))
+    return h + n
+
+
+cdef inline void _frame_fill(_FrameRule rule, char *out, const unsigned char *hdr,
+                             const char *p, Py_ssize_t n) noexcept:
+    if rule.r.kind == BS_FRAME_LINES:
+        memcpy(out, p, n)
+        memcpy(out + n, rule.r.delim, rule.r.dlen)
+    else:
+        memcpy(out, hdr, rule.r.hsize)
+        memcpy(out + rule.r.hsize, p, n)
+
+
+cdef Py_ssize_t _frame_write(Socket s, _FrameRule rule, const char *p, Py_ssize_t n) except -2:
+    cdef unsigned char hdr[8]
+    cdef char stack[FRAME_STACK]
+    cdef Py_ssize_t total = _frame_encode(rule, p, n, hdr), r
+    cdef object keep = None
+    cdef char *out = stack
+    if not _frame_room(s, total):
+        return 0
+    out = _cork_extend(s, total)
+    if out != NULL:
+        _frame_fill(rule, out, hdr, p, n)      # inside a handler: straight into the cork
+        return total
+    out = stack
+    if total > FRAME_STACK:
+        keep = PyBytes_FromStringAndSize(NULL, total)
+        out = PyBytes_AS_STRING(keep)
+    _frame_fill(rule, out, hdr, p, n)
+    s.flags |= F_WHOLE
+    try:
+        r = _SocketWriter._write(s, out, total, keep)
+    finally:
+        s.flags &= ~F_WHOLE
+    return r
+
+
+cdef object _write_frame(Socket s, object payload):
+    cdef Py_buffer view
+    cdef _FrameRule rule
+    _check_thread(s.loop)
+    if not PyBytes_CheckExact(payload) and isinstance(payload, str):
+        raise TypeError("write_frame() needs a bytes-like object, not str: encode it first")
+    if s.flags & F_PIPE_DST:
+        _relay_spill_in(s)
+    if s.state == ST_CLOSED or (s.flags & (F_ENDING | F_SHUT_WR)):
+        return -1
+    rule = (<_FrameState>s.ext.frames).rule if s.flags & F_FRAMED else None
+    if rule is None:
+        raise ValueError("write_frame() needs a framing rule on this socket: pass framing= to "
+                         "listen()/connect() or set sock.framing")
+    if PyBytes_CheckExact(payload):
+        return _frame_write(s, rule, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        return _frame_write(s, rule, <const char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef object _group_write_frame(Group g, object payload, object skipped, object exclude):
+    """Group.write_frame: each member gets the payload framed by its own rule (one frame built
+    per distinct rule, shared by the members' corks), whole or not at all."""
+    cdef Py_buffer view
+    cdef unsigned char hdr[8]
+    cdef Py_ssize_t i, j, total, n, r, taken = 0
+    cdef const char *p
+    cdef Socket s
+    cdef object o, frame = None
+    cdef _FrameRule rule, last = None
+    cdef list members, rules = [], frames = []
+    if g.loop is not None:
+        _check_thread(g.loop)
+    if isinstance(payload, str):
+        raise TypeError("write_frame() needs a bytes-like object, not str: encode it first")
+    if skipped is not None and not isinstance(skipped, list):
+        raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
+    if exclude is not None and not isinstance(exclude, Socket):
+        raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
+    if not PyBytes_CheckExact(payload):
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            payload = PyBytes_FromStringAndSize(<const char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+    p = PyBytes_AS_STRING(payload)
+    n = PyBytes_GET_SIZE(payload)
+    members = g.members
+    # Every distinct rule's frame first: a payload one of them cannot frame fails before any
+    # member has it.
+    for i in range(PyList_GET_SIZE(members)):
+        o = <object>PyList_GET_ITEM(members, i)
+        if o is None or not ((<Socket>o).flags & F_FRAMED):
+            continue
+        rule = (<_FrameState>(<Socket>o).ext.frames).rule
+        if rule is None or rule is last or rule in rules:
+            continue
+        total = _frame_encode(rule, p, n, hdr)
+        frame = PyBytes_FromStringAndSize(NULL, total)
+        _frame_fill(rule, PyBytes_AS_STRING(frame), hdr, p, n)
+        rules.append(rule)
+        frames.append(frame)
+        last = rule
+    last = None
+    g.busy += 1
+    try:
+        for i in range(PyList_GET_SIZE(members)):
+            o = <object>PyList_GET_ITEM(members, i)
+            if o is None or o is exclude:
+                continue
+            s = <Socket>o
+            rule = (<_FrameState>s.ext.frames).rule if s.flags & F_FRAMED else None
+            if (rule is None or s.state == ST_CLOSED
+                    or (s.flags & (F_ENDING | F_SHUT_WR))):
+                if skipped is not None:
+                    skipped.append(s)
+                continue
+            if rule is not last:
+                for j in range(len(rules)):
+                    if rules[j] is rule:
+                        frame = frames[j]
+                        break
+                else:
+                    continue      # a rule set inside this write (by a drain handler): skip
+                last = rule
+            total = PyBytes_GET_SIZE(frame)
+            if not _frame_room(s, total):
+                if skipped is not None:
+                    skipped.append(s)
+                continue
+            s.flags |= F_WHOLE
+            try:
+                r = s._write(PyBytes_AS_STRING(frame), total, frame)
+            finally:
+                s.flags &= ~F_WHOLE
+            if r == total:
+                taken += 1
+            elif skipped is not None:
+                skipped.append(s)
+    finally:
+        g.busy -= 1
+        if g.busy == 0 and g.holes:
+            g._compact()
+    return taken
