@@ -219,7 +219,10 @@ def test_openssl_s_client_hello_read_by_a_bunsock_server(loop, no_leaks):
 def test_the_docs_example_runs(loop, capsys):
     import re
     from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
+    doc = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+    if not doc.exists():
+        pytest.skip("docs/ not beside tests/")
+    text = doc.read_text()
     block = re.search(r"```python\n(.*?)```", text[text.index("## 17. TLS ClientHello"):],
                       re.S).group(1)
     ns = {}

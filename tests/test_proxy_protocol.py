@@ -579,7 +579,10 @@ def _doc_block(section):
     """The first python code block of a docs/API.md section."""
     import re
     from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
+    doc = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+    if not doc.exists():
+        pytest.skip("docs/ not beside tests/")
+    text = doc.read_text()
     part = text[text.index(section):]
     return re.search(r"```python\n(.*?)```", part, re.S).group(1)
 
