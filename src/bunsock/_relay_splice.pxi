@@ -144,18 +144,15 @@ cdef int _splice_out(_Pipe p) except -1:
         return d._settle()      # the bytes in the pipe keep dst's writable event coming
     while p.inpipe > 0:
         want = p.inpipe
-        m = bs_splice(p.rfd, d.fd, want)
-        d.loop.n_send += 1
-        if m > 0:
-            p.inpipe -= m
-            d.bytes_written += m
-            _touch(d, False)
-            if m < want:
-                break         # the socket buffer is full: skip the EAGAIN round trip
-        elif m == -EAGAIN or m == -EWOULDBLOCK or m == 0:
+        m = _sent(d, d.loop, bs_splice(p.rfd, d.fd, want))     # (the write room's reading)
+        if m <= 0:
+            if m < 0:
+                return 0      # (d failed)
             break
-        else:
-            return d._fail(<int>-m)
+        p.inpipe -= m
+        _touch(d, False)
+        if m < want:
+            break
     if p.inpipe:
         return d._settle()      # dst's writable event continues
     _pipe_give(p)
