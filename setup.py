@@ -57,9 +57,10 @@ CORE = ["csrc/poller_epoll.c", "csrc/poller_kqueue.c", "csrc/net.c", "csrc/socko
 
 
 def ext(name, sources):
+    """name: the module under bunsock, dotted ("_loop", "bench._loadgen")."""
     return Extension(
         "bunsock." + name,
-        sources=["src/bunsock/%s.pyx" % name] + sources,
+        sources=["src/bunsock/%s.pyx" % name.replace(".", "/")] + sources,
         include_dirs=["csrc", "csrc/loadgen"],
         define_macros=macros,
         extra_compile_args=cflags,
@@ -72,13 +73,13 @@ extensions = [
     ext("_abs", ["csrc/sink.c"]),
     # Benchmark tooling, not core: it ships in the wheel for `python -m bunsock bench` and uses the
     # core's poller.
-    ext("_loadgen", ["csrc/loadgen/loadgen.c", "csrc/poller_epoll.c", "csrc/poller_kqueue.c"]),
+    ext("bench._loadgen", ["csrc/loadgen/loadgen.c", "csrc/poller_epoll.c", "csrc/poller_kqueue.c"]),
     ext("_tls", []),
 ]
 # BUNSOCK_ONLY=_abs,_loop builds a subset (quicker while working on one extension).
 only = [n for n in os.environ.get("BUNSOCK_ONLY", "").split(",") if n]
 if only:
-    extensions = [e for e in extensions if e.name.split(".")[1] in only]
+    extensions = [e for e in extensions if e.name.split(".")[-1] in only]
 
 setup(
     ext_modules=cythonize(

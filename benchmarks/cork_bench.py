@@ -76,7 +76,7 @@ def serve(variant, pieces):
 # ------------------------------------------------------------------------------------ harness
 
 def one_run(variant, args):
-    from bunsock import _loadgen
+    from bunsock.bench import _loadgen
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", variant,
                               "--pieces", str(args.pieces)],

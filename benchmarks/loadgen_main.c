@@ -1,6 +1,6 @@
 /* Standalone load generator: csrc/loadgen.c behind a command line, printing one JSON object.
  * benchmarks/run.py builds it with gcc so the harness needs no Python on the load generator's
- * core; `python -m bunsock._loadgen_cli` takes the same flags and prints the same keys.
+ * core; `python -m bunsock.bench.loadgen` takes the same flags and prints the same keys.
  *
  *   loadgen --port P [--host 127.0.0.1] [--conns 1] [--pipeline 1] [--size 64] [--duration 5]
  *           [--warmup 1] [--mode echo|idle] [--server-pid PID] [--connect-timeout 10]

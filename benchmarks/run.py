@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from bunsock._loadgen import derive  # the same rates `python -m bunsock bench` reports
+from bunsock.bench._loadgen import derive  # the same rates `python -m bunsock bench` reports
 from bunsock.bench import SCENARIOS  # the same scenarios too
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -111,7 +111,7 @@ def stop_server(child):
 
 
 def echo_run(variant, args):
-    from bunsock import _loadgen
+    from bunsock.bench import _loadgen
     child, port = start_server(variant)
     try:
         r = _loadgen.run("127.0.0.1", port, conns=args.conns, pipeline=1, size=64,
@@ -125,7 +125,7 @@ def echo_run(variant, args):
 
 def fire_run(args):
     import threading
-    from bunsock import _loadgen
+    from bunsock.bench import _loadgen
     child, port = start_server("fire")
     rfd, wfd = os.pipe()
     out = {}

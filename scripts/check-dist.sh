@@ -189,9 +189,9 @@ z = zipfile.ZipFile(wheel)
 names = z.namelist()
 problems = []
 exts = [n for n in names if n.startswith("bunsock/") and n.endswith(".so")]
-for mod in ("_loop", "_abs", "_tls", "_loadgen"):
+for mod in ("_loop", "_abs", "_tls", "bench/_loadgen"):
     if not any(n.startswith("bunsock/%s." % mod) for n in exts):
-        problems.append("no compiled bunsock.%s" % mod)
+        problems.append("no compiled bunsock.%s" % mod.replace("/", "."))
 for want in ("bunsock/py.typed", "bunsock/__init__.pyi", "bunsock/_version.py"):
     if want not in names:
         problems.append("missing " + want)

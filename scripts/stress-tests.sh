@@ -21,13 +21,15 @@ for _ in $(seq 1 "$(( cores > 1 ? cores - 1 : 1 ))"); do
     python3 -c 'while True: pass' &
     burners+=("$!")
 done
+logs="$(mktemp -d "${TMPDIR:-/tmp}/bunsock-stress.XXXXXX")"
 for i in $(seq 1 "$runs"); do
     start=$(date +%s)
-    if python3 -m pytest -q -p no:cacheprovider "$@" > "/tmp/bunsock-stress-$i.log" 2>&1; then
-        echo "run $i/$runs: $(tail -1 "/tmp/bunsock-stress-$i.log") ($(( $(date +%s) - start )) s)"
+    log="$logs/run-$i.log"
+    if python3 -m pytest -q -p no:cacheprovider "$@" > "$log" 2>&1; then
+        echo "run $i/$runs: $(tail -1 "$log") ($(( $(date +%s) - start )) s)"
     else
-        echo "run $i/$runs FAILED ($(( $(date +%s) - start )) s): /tmp/bunsock-stress-$i.log"
-        grep -E "^(FAILED|ERROR)" "/tmp/bunsock-stress-$i.log" || tail -20 "/tmp/bunsock-stress-$i.log"
+        echo "run $i/$runs FAILED ($(( $(date +%s) - start )) s): $log"
+        grep -E "^(FAILED|ERROR)" "$log" || tail -20 "$log"
         exit 1
     fi
 done

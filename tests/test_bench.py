@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-_loadgen = pytest.importorskip("bunsock._loadgen")
+_loadgen = pytest.importorskip("bunsock.bench._loadgen")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,7 +190,7 @@ def _env():
 
 def test_loadgen_cli_prints_json(server_factory):
     srv = server_factory()
-    out = subprocess.run([sys.executable, "-m", "bunsock._loadgen_cli", "--port", str(srv.port), "--conns", "2",
+    out = subprocess.run([sys.executable, "-m", "bunsock.bench.loadgen", "--port", str(srv.port), "--conns", "2",
                           "--duration", "0.3", "--warmup", "0"], capture_output=True, text=True, timeout=30,
                          env=_env())
     assert out.returncode == 0, out.stderr

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import bunsock
-from conftest import run, shrink_sndbuf, run_until
+from conftest import run, run_until, shrink_sndbuf
 
 MiB = 1024 * 1024
 HOST = "127.0.0.1"
@@ -73,6 +73,14 @@ def read_to_eof(c, chunk=65536, delay=0.0, every=64):
             time.sleep(delay)
 
 
+def wait_for(predicate, timeout=10.0):
+    """In a peer thread: poll until `predicate()` (something the loop thread records) is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "peer waited %.0f s in vain" % timeout
+        time.sleep(0.002)
+
+
 def sample_every(loop, interval, fn):
     t = loop.call_every(interval, fn)
     t.unref()
@@ -118,7 +126,7 @@ def test_end_delivers_all_then_eof_and_stays_readable(loop, size):
         time.sleep(0.3)                       # stalled at first: the server's sink fills
         got = read_to_eof(c, delay=0.001)
         c.sendall(b"bye")                     # the server ended, but still reads
-        time.sleep(0.05)
+        wait_for(lambda: ("data", b"bye") in events)     # then the FIN, on its own
         c.shutdown(socket.SHUT_WR)
         c.settimeout(5)
         return got, c.recv(10)
@@ -345,7 +353,7 @@ def test_shutdown_write_now_drops_sink_keeps_reading(loop):
         time.sleep(0.2)
         got = read_to_eof(c)
         c.sendall(b"ping")
-        time.sleep(0.1)
+        wait_for(lambda: ("data", b"ping") in events)    # read before our FIN follows
         return got
 
     peer = Peer(srv.port, script, rcvbuf=16384)
@@ -556,11 +564,11 @@ def test_corked_handler_ten_writes_one_syscall(loop):
     # Outside any handler, writes go out at once: one syscall each...
     held = []
     s = bunsock.listen(hostname=HOST, port=0, loop=loop,
-                       socket={"open": lambda sock: (held.append(sock), loop.stop()),
+                       socket={"open": lambda sock: held.append(sock),
                                "data": lambda *a: None})
     cl = Peer(s.port, read_to_eof)
     cl.start()
-    run_until_stopped(loop)
+    run_until(loop, lambda: held, what="the reader connected")
     sock = held[0]
     n0 = loop.stats()["sends"]
     for p in pieces:
@@ -605,13 +613,6 @@ def test_write_then_close_in_handler_still_sends(loop):
     assert peer.join_checked() == b"HTTP/1.0 200 OK\r\n\r\nbody"
 
 
-def run_until_stopped(loop, seconds=5):
-    t = loop.call_later(seconds, loop.stop)
-    t.unref()
-    loop.run()
-    t.cancel()
-
-
 def test_cork_in_drain_and_writelines(loop):
     """Writes inside `drain` are corked too, and writelines() is one gather send."""
     sends = []
@@ -649,13 +650,12 @@ def test_cork_in_drain_and_writelines(loop):
 
     # writelines outside a handler: one sendmsg for three buffers.
     s = bunsock.listen(hostname=HOST, port=0, socket={"data": lambda *a: None,
-                                                      "open": lambda sock: (held.append(sock),
-                                                                            loop.stop())},
+                                                      "open": lambda sock: held.append(sock)},
                        loop=loop)
     held = []
     cl = Peer(s.port, lambda c: read_to_eof(c))
     cl.start()
-    run_until_stopped(loop)
+    run_until(loop, lambda: held, what="the reader connected")
     n0 = loop.stats()["sends"]
     assert held[0].writelines([b"one ", bytearray(b"two "), memoryview(b"three")]) == 13
     assert loop.stats()["sends"] - n0 == 1
@@ -766,6 +766,7 @@ def test_high_water_mark_zero_write_returns_zero_when_kernel_full(loop):
 def test_memoryview_delivery_is_zero_copy_and_released(loop):
     kept = []
     echoed = []
+    ended = []
     sent = [payload(300_000, seed=s) for s in range(5)]
 
     class H:
@@ -780,6 +781,7 @@ def test_memoryview_delivery_is_zero_copy_and_released(loop):
                 bytes(kept[0])
             with pytest.raises(ValueError):
                 len(kept[-1])
+            ended.append(True)
 
         def close(self, sock, err):
             srv.stop()
@@ -800,6 +802,7 @@ def test_memoryview_delivery_is_zero_copy_and_released(loop):
     run(loop, 10)
     assert peer.join_checked() == b"".join(sent)
     assert len(kept) >= 5 and sum(echoed) == sum(map(len, sent))
+    assert ended == [True]            # the released-view checks in `end` ran
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Group: one write to many sockets, whole messages only, members leave when they close."""
+import select
 import socket
 import ssl
 import struct
@@ -40,7 +41,6 @@ def test_broadcast_reaches_every_member_with_one_send_each(loop, no_leaks):
     def start():
         for i in range(3):
             loop.call_later(0.02 * (i + 1), tick, i)
-        loop.call_later(0.3, finish)
 
     def finish():
         for c in clients:
@@ -51,6 +51,10 @@ def test_broadcast_reaches_every_member_with_one_send_each(loop, no_leaks):
     clients = [bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop,
                                socket={"data": lambda s, b: got.setdefault(s, bytearray())
                                        .extend(b)}) for _ in range(n)]
+    want = b"state 0;state 1;state 2;"
+    run_until(loop, lambda: len(got) == n and all(len(v) >= len(want) for v in got.values()),
+              what="every member has the three messages")
+    finish()
     run(loop)
     assert results == [n, n, n]
     assert sends == [n, n, n]
@@ -61,7 +65,7 @@ def test_broadcast_reaches_every_member_with_one_send_each(loop, no_leaks):
 
 def test_membership_and_cleanup_on_close(loop, no_leaks):
     a, b = bunsock.Group(), bunsock.Group()
-    closed = []
+    closed, checked = [], []
 
     def on_full():
         members = list(a)
@@ -83,7 +87,7 @@ def test_membership_and_cleanup_on_close(loop, no_leaks):
         assert len(c) == 2 and set(c) == set(members[1:])
         c.discard(members[1])
         a.add(members[2])
-        loop.call_later(0.05, finish)
+        checked.append(True)
 
     def finish():
         for c in clients:
@@ -94,6 +98,8 @@ def test_membership_and_cleanup_on_close(loop, no_leaks):
                          handlers={"close": lambda s, e: closed.append(s)})
     clients = [bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop,
                                socket={"data": lambda s, d: None}) for _ in range(3)]
+    run_until(loop, lambda: checked, what="the three members joined and were checked")
+    finish()
     run(loop)
     assert len(closed) == 3 and len(a) == 0
 
@@ -160,7 +166,6 @@ def test_slow_member_is_skipped_whole_and_never_blocks_the_others(loop, no_leaks
     def on_drain(sock):
         if sock is state.get("slow") and state.get("ticks_done"):
             state["drained"] = True
-            loop.call_later(0.1, finish)
 
     def finish():
         for c in fast:
@@ -195,7 +200,12 @@ def test_slow_member_is_skipped_whole_and_never_blocks_the_others(loop, no_leaks
     fast = [bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop,
                             socket={"data": lambda s, b: fast_got.setdefault(s, bytearray())
                                     .extend(b)}) for _ in range(3)]
+    whole = count * msg_len
     try:
+        run_until(loop, lambda: state.get("drained") and len(fast_got) == 3
+                  and all(len(v) >= whole for v in fast_got.values()), timeout=30,
+                  what="the slow member drained and the fast ones have every message")
+        finish()
         run(loop, 30)
     finally:
         go_read.set()
@@ -260,12 +270,19 @@ def test_member_failing_during_write_leaves_and_the_rest_still_get_it(loop, no_l
         loop.call_soon(go)
 
     def go():
+        port = victim.getsockname()[1]
+        victim_srv = [s for s in room if s.remote_port == port][0]
         victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         victim.close()
-        time.sleep(0.05)
+        # Wait until the RST has reached the server's end (poll reports it without consuming
+        # the error), without running the loop, so the send inside Group.write is what fails.
+        p = select.poll()
+        p.register(victim_srv.fileno(), select.POLLIN)
+        deadline = time.monotonic() + 10
+        while not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(50)):
+            assert time.monotonic() < deadline, "the RST never reached the server"
         res["first"] = room.write(b"x" * 100000)
         res["len"] = len(room)
-        loop.call_later(0.3, finish)
 
     def finish():
         for c in clients:
@@ -277,6 +294,10 @@ def test_member_failing_during_write_leaves_and_the_rest_still_get_it(loop, no_l
     clients = [bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop,
                                socket={"data": lambda s, b: got.setdefault(s, bytearray())
                                        .extend(b)}) for _ in range(3)]
+    whole = 100000 + len(b"nested;")
+    run_until(loop, lambda: len(got) == 3 and all(len(v) >= whole for v in got.values()),
+              what="the three members have both messages")
+    finish()
     run(loop)
     assert isinstance(closed[0], (ConnectionResetError, BrokenPipeError))
     assert res["first"] == 3 and res["len"] == 3
@@ -308,7 +329,6 @@ def test_tls_members_each_get_their_own_encrypted_copy(loop, no_leaks):
 
     def on_full():
         loop.call_later(0.05, lambda: res.append(room.write(b"secret state")))
-        loop.call_later(0.4, finish)
 
     def finish():
         for c in clients:
@@ -319,6 +339,9 @@ def test_tls_members_each_get_their_own_encrypted_copy(loop, no_leaks):
     clients = [bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop, tls=cctx,
                                socket={"data": lambda s, b: got.setdefault(s, bytearray())
                                        .extend(b)}) for _ in range(3)]
+    run_until(loop, lambda: len(got) == 3 and all(len(v) >= 12 for v in got.values()),
+              what="the three TLS members have the message")
+    finish()
     run(loop)
     assert res == [3]
     assert [bytes(v) for v in got.values()] == [b"secret state"] * 3

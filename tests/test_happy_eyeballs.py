@@ -12,7 +12,7 @@ import pytest
 import bunsock
 from bunsock import _resolve
 from bunsock._loop import FAMILY_INET, FAMILY_INET6
-from conftest import run
+from conftest import run, run_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="127.0.0.2 is only routable without setup on Linux")
@@ -184,7 +184,25 @@ def test_close_during_the_race_ends_every_attempt(loop, no_leaks, unraisable, na
     rec = Recorder(loop, None)
     sock = bunsock.connect(hostname="svc.test", port=port, socket=rec, timeout=5,
                            happy_eyeballs_delay=0.05, loop=loop)
-    loop.call_later(0.3, sock.close)        # both attempts are in flight by then
+
+    def syn_sent(ip):
+        """Connects from this host to ip:port still waiting for a SYN-ACK (None: cannot tell)."""
+        try:
+            with open("/proc/net/tcp") as f:
+                rows = [r.split() for r in f.read().split("\n")[1:] if r.strip()]
+        except OSError:
+            return None
+        want = "%02X%02X%02X%02X:%04X" % (tuple(reversed([int(x) for x in ip.split(".")]))
+                                           + (port,))
+        return sum(1 for r in rows if r[2] == want and r[3] == "02")
+
+    if syn_sent("127.0.0.1") is None:
+        loop.call_later(0.3, sock.close)    # both attempts are in flight by then
+    else:
+        # Both attempts in flight: each address has its blackhole filler and our SYN pending.
+        run_until(loop, lambda: syn_sent("127.0.0.2") >= 2 and syn_sent("127.0.0.1") >= 2,
+                  what="both attempts in flight")
+        sock.close()
     run(loop, 10)
     assert not unraisable, unraisable
     assert rec.events == [] and sock.ready_state == "closed"

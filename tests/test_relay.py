@@ -10,7 +10,7 @@ import pytest
 
 import bunsock
 from bunsock._loop import relay_pool_clear, relay_stats
-from conftest import run
+from conftest import run, run_until
 
 MODES = ["buffer", pytest.param("splice", marks=pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="splice(2) is Linux only")), "auto"]
@@ -125,15 +125,10 @@ def test_64mib_both_ways_byte_exact(loop, clean, mode):
     proxy = make_proxy(loop, server.port, st, splice=splice_opt(mode))
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, allow_half_open=True,
                     socket=Peer(total, 2, st, "client"))
-
-    def stop_when_done():
-        if "client" in st and "server" in st and len(st["closes"]) == 2:
-            server.stop()
-            proxy.stop()
-        else:
-            loop.call_later(0.05, stop_when_done)
-
-    loop.call_later(0.05, stop_when_done)
+    run_until(loop, lambda: "client" in st and "server" in st and len(st["closes"]) == 2,
+              timeout=120, what="both peers finished and both relay sides closed")
+    server.stop()
+    proxy.stop()
     run(loop, 120)
     n_c, got_c, sent_c, err_c = st["client"]
     n_s, got_s, sent_s, err_s = st["server"]
@@ -174,7 +169,10 @@ def test_client_half_close_still_gets_the_reply(loop, clean, mode):
     server = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Server())
     proxy = make_proxy(loop, server.port, st, splice=splice_opt(mode))
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=Client())
-    loop.call_later(1.0, lambda: (server.stop(), proxy.stop()))
+    run_until(loop, lambda: "client_err" in st and len(st["closes"]) == 2,
+              what="the client and both relay sides closed")
+    server.stop()
+    proxy.stop()
     run(loop, 10)
     assert st["reply"] == b"got 100000 bytes"
     assert st["client_err"] is None
@@ -206,7 +204,10 @@ def test_upstream_half_close_then_client_still_sends(loop, clean, mode):
     proxy = make_proxy(loop, server.port, st, splice=splice_opt(mode))
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=Client(),
                     allow_half_open=True)
-    loop.call_later(1.0, lambda: (server.stop(), proxy.stop()))
+    run_until(loop, lambda: st["late"] == b"late bytes" and len(st["closes"]) == 2,
+              what="the late bytes arrived and both relay sides closed")
+    server.stop()
+    proxy.stop()
     run(loop, 10)
     assert st["banner"] == b"banner"
     assert st["late"] == b"late bytes"
@@ -220,6 +221,7 @@ def test_reset_propagates(loop, clean, mode, side):
 
     class Server:
         def data(self, sock, buf):
+            st["server_got"] = True
             if side == "upstream":
                 sock.terminate()
 
@@ -240,8 +242,13 @@ def test_reset_propagates(loop, clean, mode, side):
     proxy = make_proxy(loop, server.port, st, splice=splice_opt(mode))
     client = bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=Client())
     if side == "client":
-        loop.call_later(0.3, client.terminate)
-    loop.call_later(1.0, lambda: (server.stop(), proxy.stop()))
+        # Reset once the relay is carrying bytes end to end (the upstream has the hello).
+        run_until(loop, lambda: st.get("server_got"), what="the hello reached the upstream")
+        client.terminate()
+    run_until(loop, lambda: "client_err" in st and "server_err" in st
+              and len(st.get("closes", ())) == 2, what="all four sockets closed")
+    server.stop()
+    proxy.stop()
     run(loop, 10)
     closes = st["closes"]
     assert sorted(name for name, _ in closes) == ["down", "up"]     # each exactly once
@@ -292,7 +299,13 @@ def test_stalled_upstream_bounds_what_the_relay_holds(loop, clean, mode):
             server.stop(True)
             proxy.stop(True)
 
-    loop.call_later(0.3, sample)
+
+    def filling():
+        # The relay has read from the client more than it could hand to the stalled upstream.
+        return st.get("downs") and st["downs"][0].bytes_read > st["downs"][0].data.bytes_written
+
+    run_until(loop, filling, what="the relay started holding bytes for the stalled upstream")
+    sample()
     run(loop, 10)
     assert len(samples) == 10
     assert client.bytes_written < 32 << 20          # the client was held back
@@ -364,15 +377,9 @@ def test_sniff_then_pipe_then_unpipe_loses_nothing(loop, clean, mode):
     server = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Server())
     proxy = bunsock.listen(hostname="127.0.0.1", port=0, loop=loop, socket=Proxy())
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=Client())
-    loop.call_later(0.1, lambda: wait_end())
-
-    def wait_end():
-        if "server_end" in st:
-            server.stop(True)
-            proxy.stop(True)
-        else:
-            loop.call_later(0.05, wait_end)
-
+    run_until(loop, lambda: "server_end" in st, timeout=60, what="the upstream got the FIN")
+    server.stop(True)
+    proxy.stop(True)
     run(loop, 60)
     assert st["header"] == b"GET / HTTP/1.0"
     assert st["n"] == total
@@ -488,7 +495,9 @@ def test_idle_timeout_counts_relayed_bytes(loop, clean):
                            idle_timeout=0.3)
     t0 = loop.time()
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop, socket=Client())
-    loop.call_later(2.0, lambda: (server.stop(True), proxy.stop()))
+    run_until(loop, lambda: st["closes"], what="the idle timeout closed the relayed socket")
+    server.stop(True)
+    proxy.stop()
     run(loop, 10)
     assert len(st["timeouts"]) == 1
     assert st["timeouts"][0] > 0.9           # not while bytes were relayed
@@ -515,15 +524,10 @@ def test_tls_on_either_side(loop, clean, tls_side):
     bunsock.connect(hostname="127.0.0.1", port=proxy.port, loop=loop,
                     socket=Peer(total, 4, st, "client"), allow_half_open=True,
                     tls=cctx if tls_side == "client" else None)
-
-    def stop_when_done():
-        if "client" in st and "server" in st and len(st["closes"]) == 2:
-            server.stop()
-            proxy.stop()
-        else:
-            loop.call_later(0.05, stop_when_done)
-
-    loop.call_later(0.05, stop_when_done)
+    run_until(loop, lambda: "client" in st and "server" in st and len(st["closes"]) == 2,
+              timeout=60, what="both peers finished and both relay sides closed")
+    server.stop()
+    proxy.stop()
     run(loop, 60)
     n_c, got_c, sent_c, _ = st["client"]
     n_s, got_s, sent_s, _ = st["server"]
@@ -565,15 +569,9 @@ def test_low_water_mark_drain_fires_before_empty(loop, clean):
     client = bunsock.connect(hostname="127.0.0.1", port=server.port, loop=loop, socket=Client(),
                              low_water_mark=lwm)
     assert client.low_water_mark == lwm
-
-    def done():
-        if st["n"] == 2 * total:
-            client.close()
-            server.stop(True)
-        else:
-            loop.call_later(0.05, done)
-
-    loop.call_later(0.05, done)
+    run_until(loop, lambda: st["n"] >= 2 * total, timeout=60, what="the server read both rounds")
+    client.close()
+    server.stop(True)
     run(loop, 60)
     assert st["n"] == 2 * total
     assert len(st["drains"]) == 2

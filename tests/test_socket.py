@@ -1,9 +1,13 @@
 """Socket behaviour on real loopback connections: echo integrity, backpressure, closing rules,
 handler exceptions, and leaks."""
+import fcntl
 import gc
 import os
+import select
 import signal
 import socket
+import struct
+import termios
 import threading
 import time
 
@@ -125,14 +129,9 @@ def test_slow_reader_gets_32mib_while_drain_fires(loop, no_leaks):
     t = threading.Thread(target=reader)
     t.start()
 
-    def poll():
-        if not t.is_alive():
-            srv.stop(True)
-            loop.stop()
-
-    ticker = loop.call_every(0.05, poll)
+    run_until(loop, lambda: not t.is_alive(), timeout=60, what="the reader got everything")
+    srv.stop(True)
     run(loop, 60)
-    ticker.cancel()
     t.join(10)
     assert len(received) == size and bytes(received) == payload
     assert stats["max_buffered"] > 1 << 20, stats
@@ -173,7 +172,8 @@ def test_buffered_amount_rises_and_falls(loop, no_leaks):
         peer["thread"] = threading.Thread(target=drain_peer)
         peer["thread"].start()
 
-    loop.call_later(0.1, write_big)
+    run_until(loop, lambda: "srv_sock" in peer, what="the server accepted")
+    write_big()
     run(loop, 30)
     peer["thread"].join(10)
     c.close()
@@ -364,7 +364,9 @@ def test_without_error_handler_exception_goes_to_unraisablehook(loop, no_leaks, 
         c.close()
 
     got = []
-    loop.call_later(0.2, later)
+    run_until(loop, lambda: unraisable and select.select([c], [], [], 0)[0],
+              what="the handler raised and its bytes are readable")
+    later()
     run(loop)
     assert got == [b"before"], "bytes written before the handler raised must be delivered"
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, Boom)
@@ -577,7 +579,8 @@ def test_peer_reset_gives_connection_reset_error(loop, no_leaks):
     srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Server(), loop=loop)
     c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    loop.call_later(0.05, c.close)
+    run_until(loop, lambda: srv.connections == 1, what="the server accepted")
+    c.close()
     run(loop)
     assert len(errs) == 1 and isinstance(errs[0], ConnectionResetError)
 
@@ -623,7 +626,8 @@ def test_clean_peer_fin_closes_with_none(loop, no_leaks):
 
     srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Server(), loop=loop)
     c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-    loop.call_later(0.05, c.close)
+    run_until(loop, lambda: srv.connections == 1, what="the server accepted")
+    c.close()
     run(loop)
     assert events == ["end", None]
 
@@ -764,17 +768,26 @@ def test_one_busy_socket_cannot_starve_another(no_leaks):
 
         srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Server(), loop=lp)
         a = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        lp.call_later(0.1, lp.stop)
-        run(lp)
+        run_until(lp, lambda: len(socks) == 1, what="A accepted")
         b = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        lp.call_later(0.1, lp.stop)
-        run(lp)
-        assert len(socks) == 2
+        run_until(lp, lambda: len(socks) == 2, what="B accepted")
         sender = threading.Thread(target=a.sendall, args=(b"A" * (4 << 20),))
         sender.start()
-        time.sleep(0.3)                               # megabytes now wait in A's kernel buffer
+
+        def queued(sock):
+            n = bytearray(4)
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, n)
+            return struct.unpack("i", n)[0]
+
+        # Well over the 16 KiB budget waits in A's kernel buffer, and B's byte behind it.
+        deadline = time.monotonic() + 10
+        while queued(socks[0]) < 64 << 10:
+            assert time.monotonic() < deadline, "A's kernel buffer never filled"
+            time.sleep(0.01)
         b.sendall(b"B")
-        time.sleep(0.05)
+        while queued(socks[1]) < 1:
+            assert time.monotonic() < deadline, "B's byte never arrived"
+            time.sleep(0.01)
         socks[0].resume()
         socks[1].resume()
         run(lp, 20)

@@ -13,9 +13,12 @@ import time
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, shrink_sndbuf
 
 HOST = "127.0.0.1"
+# Timeouts fire within 100 ms of their deadline on an idle machine (docs/API.md §6); a loaded one,
+# or an AddressSanitizer build, runs the loop later: upper bounds allow this much more.
+LATE = 3.0
 
 
 class Silent:
@@ -59,16 +62,21 @@ def test_idle_timeout_fires_once_per_idle_period(loop):
             srv.stop()
 
     srv = listen(loop, H(), idle_timeout=0.3)
+    # Lower bounds count from moments truly before what starts each period: the connect() call
+    # (the server arms the timeout at accept, before `open` runs) and the client's write (the
+    # server's read comes after it).
+    t0 = time.monotonic()
     cl = bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
+    sent = []
     # Stay idle for 1.2 s (4 periods): the handler fires once, not every 0.3 s. Then one byte
     # starts a new idle period, which ends in a second timeout.
-    loop.call_later(1.2, lambda: cl.write(b"!"))
+    loop.call_later(1.2, lambda: (sent.append(time.monotonic()), cl.write(b"!")))
     run(loop, 10)
     kinds = [e[0] for e in log]
     assert kinds == ["open", "timeout", "data", "timeout", "close"]
-    t_open, t1, t_data, t2 = (e[1] for e in log[:4])
-    assert 0.28 <= t1 - t_open <= 0.3 + 0.5
-    assert 0.28 <= t2 - t_data <= 0.3 + 0.5
+    t1, t2 = log[1][1], log[3][1]
+    assert 0.28 <= t1 - t0 <= 0.3 + LATE
+    assert 0.28 <= t2 - sent[0] <= 0.3 + LATE
     assert log[-1] == ("close", None)
     assert cl.ready_state == "closed"
 
@@ -95,13 +103,20 @@ def test_peer_activity_keeps_timeout_from_firing(loop):
 
     srv = listen(loop, H())
     cl = bunsock.connect(hostname=HOST, port=srv.port, socket=Silent(), loop=loop)
-    ticker = loop.call_every(0.1, lambda: cl.write(b"."))
+    sent = []
+
+    def tick():
+        sent.append(time.monotonic())         # before the server reads it
+        cl.write(b".")
+
+    ticker = loop.call_every(0.1, tick)
     loop.call_later(1.5, ticker.cancel)        # 1.5 s of activity: 5 idle periods' worth
     run(loop, 10)
-    assert len(fired) == 1
-    # It fired only after the peer fell silent (ticks ran until ~1.4-1.5 s), within the window.
-    assert fired[0] - opened[0] >= 1.4 + 0.25
-    assert 0.28 <= fired[0] - last_data[0] <= 0.3 + 0.5
+    assert len(fired) == 1 and last_data
+    # The peer stayed active well past the idle period, and the timeout fired only after it fell
+    # silent (had it fired earlier, the socket would be closed before the last ticks).
+    assert sent[-1] - sent[0] >= 1.0
+    assert 0.28 <= fired[0] - sent[-1] <= 0.3 + LATE
 
 
 def test_local_writes_restart_the_timeout(loop):
@@ -137,8 +152,10 @@ def test_local_writes_restart_the_timeout(loop):
                     socket={"data": lambda s, b: got.append(len(b))})
     run(loop, 10)
     assert len(fired) == 1
-    assert fired[0] - opened[0] >= 1.4 + 0.25
-    assert 0.28 <= fired[0] - last_write[0] <= 0.3 + 0.5
+    # The writes went on well past the idle period; the timeout came only after the last one
+    # (a write is stamped when it reaches the kernel, after last_write was taken).
+    assert last_write[0] - opened[0] >= 1.0
+    assert 0.28 <= fired[0] - last_write[0] <= 0.3 + LATE
     assert sum(got) >= 4 * 12          # the writes really went out
 
 
@@ -184,13 +201,14 @@ def test_no_timeout_handler_closes_with_timeout_error(loop):
 
     srv = listen(loop, H(), idle_timeout=0.2)
     client = Silent()
+    t_call = time.monotonic()      # before the accept that arms the timeout (`open` is after it)
     bunsock.connect(hostname=HOST, port=srv.port, socket=client, loop=loop)
     run(loop, 5)
-    assert len(closes) == 1
+    assert len(closes) == 1 and t0
     err, when, state = closes[0]
     assert isinstance(err, TimeoutError)
     assert state == "closed"
-    assert 0.18 <= when - t0[0] <= 0.2 + 0.5
+    assert 0.18 <= when - t_call <= 0.2 + LATE
     assert client.closes == [None]        # the peer saw an orderly close
 
 
@@ -248,10 +266,11 @@ def test_connect_timeout_becomes_idle_timeout(loop):
             log.append(("connect_error", exc))
 
     srv = listen(loop, Server())
+    t0 = time.monotonic()          # the idle period starts at the connect() call or after it
     bunsock.connect(hostname=HOST, port=srv.port, socket=Client(), loop=loop, timeout=0.3)
     run(loop, 5)
     assert [e[0] for e in log] == ["open", "timeout"]
-    assert 0.28 <= log[1][1] - log[0][1] <= 0.3 + 0.5
+    assert 0.28 <= log[1][1] - t0 <= 0.3 + LATE
 
 
 def test_timeout_set_while_connecting_wins_over_connect_timeout(loop):
@@ -271,11 +290,12 @@ def test_timeout_set_while_connecting_wins_over_connect_timeout(loop):
             srv.stop(True)
 
     srv = listen(loop, {"data": lambda s, b: None})
+    t0 = time.monotonic()          # before the timeout(0.2) call, wherever it starts counting
     c = bunsock.connect(hostname=HOST, port=srv.port, socket=Client(), loop=loop, timeout=5)
     c.timeout(0.2)
     run(loop, 10)
     assert [e[0] for e in log] == ["open", "timeout"]
-    assert 0.18 <= log[1][1] - log[0][1] <= 0.2 + 0.5
+    assert 0.18 <= log[1][1] - t0 <= 0.2 + LATE       # far below the connect timeout's 5 s
 
 
 def test_connect_timeout_to_blackholed_address(loop):
@@ -315,7 +335,7 @@ def test_connect_timeout_to_blackholed_address(loop):
         assert len(log) == 1, log
         exc, when = log[0]
         assert isinstance(exc, TimeoutError)
-        assert 0.28 <= when - t0 <= 0.3 + 0.6
+        assert 0.28 <= when - t0 <= 0.3 + LATE
         assert s.ready_state == "closed"
     finally:
         for f in fillers:
@@ -329,46 +349,52 @@ def test_connect_timeout_to_blackholed_address(loop):
 
 def test_call_every_fixed_rate_no_drift(loop):
     times = []
-    t0 = []
+    whens = []
 
     def tick():
         times.append(time.monotonic())
+        whens.append(timer.when)          # the next due time, on the loop's clock
 
-    t0.append(time.monotonic())
     timer = loop.call_every(0.02, tick)
+    first = timer.when
     loop.call_later(1.01, timer.cancel)
     run(loop, 5)
-    assert 47 <= len(times) <= 53, len(times)
-    # No drift: the n-th call stays near start + n*0.02 (lateness does not accumulate).
-    start = t0[0]
-    lateness = [t - (start + 0.02 * (i + 1)) for i, t in enumerate(times)]
-    assert lateness[-1] < 0.05, lateness[-1]
-    # Average spacing is the interval, not interval + per-call overhead.
-    assert abs((times[-1] - times[0]) / (len(times) - 1) - 0.02) < 0.002
+    # 50 slots in 1 s, never more (missed calls are not made up); a loaded machine may miss some.
+    assert 35 <= len(times) <= 53, len(times)
+    # No drift: each next due time is on the grid first + n*0.02 (ms precision), however late a
+    # loaded machine ran the call; a schedule counted from the call would drift off it.
+    steps = [(w - first) / 0.02 for w in whens]
+    assert all(abs(k - round(k)) < 0.05 for k in steps), steps
+    assert all(a < b for a, b in zip(steps, steps[1:])), steps
 
 
 def test_call_every_skips_missed_calls_after_a_stall(loop):
     times = []
+    whens = []
 
     def tick():
         times.append(time.monotonic())
+        whens.append(timer.when)
         if len(times) == 5:
             time.sleep(0.2)          # the loop falls 10 intervals behind
 
-    t0 = time.monotonic()
     timer = loop.call_every(0.02, tick)
+    first = timer.when
     loop.call_later(1.01, timer.cancel)
     run(loop, 5)
-    # 50 slots in 1 s, ~10 of them missed during the stall and not made up.
-    assert 36 <= len(times) <= 44, len(times)
+    # 50 slots in 1 s, ~10 of them missed during the stall and not made up (a loaded machine may
+    # miss a few more, never make them up).
+    assert 25 <= len(times) <= 44, len(times)
     after = times[5:]
     # No burst of catch-up calls: the 10 missed calls are not made up right after the stall
     # (the late one, then the grid resumes: at most 4 calls in the next 60 ms)...
     assert sum(1 for t in after if t - after[0] < 0.06) <= 4
-    # ...and the following calls stay on the original grid (start + n*interval).
-    for t in after[1:]:
-        phase = ((t - t0) / 0.02) % 1.0
-        assert phase < 0.6 or phase > 0.95, phase
+    # ...and the schedule stays on the original grid (first + n*interval, ms precision), with the
+    # missed slots skipped: the call after the stall is due at least 10 slots after the 5th.
+    steps = [(w - first) / 0.02 for w in whens]
+    assert all(abs(k - round(k)) < 0.05 for k in steps), steps
+    assert all(a < b for a, b in zip(steps, steps[1:])), steps
+    assert round(steps[5]) - round(steps[4]) >= 10, steps
 
 
 def test_cancel_stops_timers(loop):
@@ -389,8 +415,9 @@ def test_cancel_stops_timers(loop):
     run(loop, 5)
     assert calls == ["every"] * 5
     assert not timer.active and not later.active
-    # Nothing referenced is left once the repeating timer is cancelled: run() returns at once.
-    assert time.monotonic() - t0 < 1.0
+    # Nothing referenced is left once the repeating timer is cancelled: run() returns at once
+    # (not at the 5 s bound).
+    assert time.monotonic() - t0 < LATE
     assert loop.refs == 0
 
 
@@ -400,7 +427,7 @@ def test_unref_timer_lets_run_return(loop):
     slow.unref()
     t0 = time.monotonic()
     run(loop, 10)
-    assert time.monotonic() - t0 < 1.0 and calls == []
+    assert time.monotonic() - t0 < LATE and calls == []      # not after the 5 s timer
 
     # An unref'd repeating timer still runs while something else keeps the loop alive.
     ticker = loop.call_every(0.02, calls.append, "tick").unref()
@@ -409,7 +436,7 @@ def test_unref_timer_lets_run_return(loop):
     run(loop, 5)
     assert "done" in calls and calls.count("tick") >= 8
     assert calls.index("done") >= len(calls) - 2       # run() returned right after "done"
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 0.3 + LATE
     # ref() again: now it keeps run() going until cancelled.
     ticker.ref()
     loop.call_later(0.2, ticker.cancel).unref()
@@ -488,7 +515,7 @@ def test_module_level_timers_use_the_default_loop():
             bunsock.call_soon(out.append, "soon")
             every = bunsock.call_every(0.01, lambda: out.append("every") if out.count("every") < 3
                                        else every.cancel())
-            bunsock.call_later(0.05, out.append, "later")
+            bunsock.call_later(0.5, out.append, "later")     # well after the 3 ticks
             guard = lp.call_later(5, lp.stop)
             guard.unref()
             bunsock.run()
@@ -621,12 +648,18 @@ def test_draining_a_backlog_counts_as_activity(loop):
     """A big write that drains slowly to a steady reader is not idle: bytes keep reaching the
     kernel, so the idle timeout must not fire mid-transfer."""
     import hashlib
-    big = bytes(range(256)) * (48 * 1024)        # 12 MiB
+    big = bytes(range(256)) * (24 * 1024)        # 6 MiB
     log = []
 
     class H:
         def open(self, sock):
-            sock.timeout(0.3)
+            # A small kernel send buffer: the sink must refill it every few ms, so bytes keep
+            # reaching the kernel (with megabytes in the kernel's buffer, the sink would rightly
+            # sit idle while a reader slowed by a loaded machine works through them).
+            shrink_sndbuf(sock)
+            # 1 s: a reader thread on a loaded machine can stall for a few hundred ms, and that
+            # is idle time on this socket; the transfer lasts three of these periods.
+            sock.timeout(1.0)
             sock.write(big)
             log.append(("written", time.monotonic()))
 
@@ -660,7 +693,7 @@ def test_draining_a_backlog_counts_as_activity(loop):
                     break
                 h.update(b)
                 n += len(b)
-                time.sleep(0.002)          # ~8 MB/s: about 1.5 s for the whole transfer
+                time.sleep(0.008)          # ~2 MB/s: about 3 s for the whole transfer
         res.update(n=n, digest=h.digest(), secs=time.monotonic() - t0)
 
     th = threading.Thread(target=reader)
@@ -668,7 +701,7 @@ def test_draining_a_backlog_counts_as_activity(loop):
     run(loop, 20)
     th.join(20)
     assert res["n"] == len(big) and res["digest"] == hashlib.sha256(big).digest()
-    assert res["secs"] > 0.6             # the transfer really outlived the 0.3 s timeout
+    assert res["secs"] > 2.0             # the transfer really outlived the 1 s timeout
     kinds = [e[0] for e in log]
     assert kinds[:2] == ["written", "drain"], log
     assert kinds[-1] == "close"
@@ -678,10 +711,12 @@ def test_a_slow_callback_does_not_delay_a_later_timer(loop):
     """The poll timeout is measured from the time after the callbacks ran, not before."""
     t0 = time.monotonic()
     fired = []
-    loop.call_later(0.5, lambda: fired.append(time.monotonic() - t0))
-    loop.call_soon(time.sleep, 0.3)
+    loop.call_later(1.0, lambda: fired.append(time.monotonic() - t0))
+    loop.call_soon(time.sleep, 1.0)
     run(loop, 5)
-    assert 0.49 <= fired[0] < 0.7, fired
+    # Measured from before the callbacks, the wait would end at 1.0 + 1.0 s: the gap leaves
+    # most of a second for a loaded machine.
+    assert 0.99 <= fired[0] < 1.9, fired
 
 
 def test_idle_timeout_counts_from_the_io_not_from_the_batch_start(loop):

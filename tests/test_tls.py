@@ -858,8 +858,6 @@ def test_starttls_smtp_like_exchange(loop, sctx, cctx, no_leaks):
 
     srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Srv(), loop=loop)
     c = bunsock.connect(hostname="127.0.0.1", port=srv.port, socket=Cli(), loop=loop)
-    fds = []
-    loop.call_later(0.05, lambda: fds.append(c.fileno()))
     run(loop)
     lines = [e[1] for e in log if e[0] == "C<"]
     assert lines == [b"220 bunsock ESMTP\r\n", b"220 go ahead\r\n",
@@ -937,7 +935,7 @@ def test_upgrade_tls_errors(loop, sctx, cctx):
 
 def test_200_concurrent_tls_connections(loop, sctx, cctx, no_leaks):
     n = 200
-    state = {"done": 0, "errors": []}
+    state = {"done": 0, "errors": [], "echoed": 0}
     msg = os.urandom(2000)
 
     class Cli:
@@ -949,6 +947,7 @@ def test_200_concurrent_tls_connections(loop, sctx, cctx, no_leaks):
             sock.data.extend(buf)
             if len(sock.data) == len(msg):
                 assert bytes(sock.data) == msg
+                state["echoed"] += 1
                 sock.end()
 
         def close(self, sock, err):
@@ -968,6 +967,7 @@ def test_200_concurrent_tls_connections(loop, sctx, cctx, no_leaks):
     run(loop, 60)
     sampler.cancel()
     assert state["done"] == n and not state["errors"]
+    assert state["echoed"] == n        # every echo was checked whole
     assert peak["n"] > n // 2      # they really were open at the same time
 
 

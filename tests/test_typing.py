@@ -16,7 +16,11 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
 def mypy(*paths, cwd=None):
-    env = dict(os.environ, MYPYPATH=PKG_PARENT)
+    env = dict(os.environ)
+    if "site-packages" not in PKG_PARENT:
+        # An in-place build: point mypy at it. (An installed bunsock mypy finds by itself, and
+        # it refuses site-packages in MYPYPATH.)
+        env["MYPYPATH"] = PKG_PARENT
     return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                            "--cache-dir", os.devnull, *map(str, paths)], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=300)

@@ -2,6 +2,7 @@
 stale socket files."""
 import errno
 import os
+import select
 import socket
 import sys
 import uuid
@@ -9,7 +10,7 @@ import uuid
 import pytest
 
 import bunsock
-from conftest import run
+from conftest import run, run_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,8 +91,7 @@ def test_unix_one_byte_echo_with_stdlib_client(loop, path):
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect(path)
     c.sendall(b"x")
-    loop.call_later(0.2, loop.stop)
-    run(loop)
+    run_until(loop, lambda: select.select([c], [], [], 0)[0], what="the echo reached the client")
     assert c.recv(10) == b"x"
     c.close()
     srv.stop(True)
@@ -119,8 +119,7 @@ def test_abstract_name_reachable_by_stdlib(loop):
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect(name)
     c.sendall(b"ping")
-    loop.call_later(0.2, loop.stop)
-    run(loop)
+    run_until(loop, lambda: select.select([c], [], [], 0)[0], what="the echo reached the client")
     assert c.recv(10) == b"ping"
     c.close()
     srv.stop(True)

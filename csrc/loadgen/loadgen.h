@@ -4,7 +4,7 @@
  * an echo server, checks that every echoed byte matches what was sent, and measures throughput,
  * latency and (on Linux) the CPU the server spent over the measured window.
  *
- * It is linked into the bunsock._loadgen extension (called with the GIL released) and into the
+ * It is linked into the bunsock.bench._loadgen extension (called with the GIL released) and into the
  * standalone benchmarks/.build/loadgen binary, so it must stay free of Python.
  */
 #ifndef BUNSOCK_LOADGEN_H

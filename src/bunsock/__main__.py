@@ -1,7 +1,7 @@
 """``python -m bunsock COMMAND`` (or the ``bunsock`` console script): command-line entry points.
 
     python -m bunsock --version                   print the version
-    python -m bunsock bench [--quick] [--json]    compare bunsock with asyncio/uvloop here (see bench.py)
+    python -m bunsock bench [--quick] [--json]    compare bunsock with asyncio/uvloop here (see bench/)
     python -m bunsock proxy --listen H:P --upstream H:P [...]    TCP/TLS proxy (see proxy/)
 """
 import sys

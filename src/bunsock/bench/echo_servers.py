@@ -1,6 +1,6 @@
 """Echo servers that ``python -m bunsock bench`` compares, one per process.
 
-    python /path/to/bunsock/_echo_servers.py KIND [PORT] [CPU]     KIND: bunsock, asyncio, uvloop
+    python /path/to/bunsock/bench/echo_servers.py KIND [PORT] [CPU]     KIND: bunsock, asyncio, uvloop
 
 Run by file path rather than ``-m bunsock...`` so that the asyncio and uvloop servers do not
 import bunsock (its import and memory must not count against them). Prints the bound port.
@@ -67,7 +67,7 @@ KINDS = {"bunsock": serve_bunsock, "asyncio": serve_asyncio, "uvloop": serve_uvl
 
 def main(argv):
     if not argv or argv[0] not in KINDS:
-        sys.exit("usage: _echo_servers.py {%s} [PORT] [CPU]" % ",".join(KINDS))
+        sys.exit("usage: echo_servers.py {%s} [PORT] [CPU]" % ",".join(KINDS))
     if len(argv) > 2 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(argv[2])})
     _raise_nofile()

@@ -1,6 +1,6 @@
-"""The echo load generator as a command (no compiler needed: it is the wheel's bunsock._loadgen).
+"""The echo load generator as a command (no compiler needed: it is the wheel's bunsock.bench._loadgen).
 
-    python -m bunsock._loadgen_cli --port P [--host 127.0.0.1] [--conns 1] [--pipeline 1]
+    python -m bunsock.bench.loadgen --port P [--host 127.0.0.1] [--conns 1] [--pipeline 1]
         [--size 64] [--duration 5] [--warmup 1] [--mode echo|idle] [--server-pid PID]
         [--connect-timeout 10]
 
@@ -16,7 +16,7 @@ from ._loadgen import run
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bunsock._loadgen_cli", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bunsock.bench.loadgen", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--conns", type=int, default=1)

@@ -5,7 +5,7 @@
     python -m bunsock bench --json     # the same, as JSON on stdout
 
 Each server is a separate Python process (sys.executable) pinned to one core; the load generator
-(bunsock._loadgen, C, shipped in the wheel) runs in this process on another core with the GIL
+(bunsock.bench._loadgen, C, shipped in the wheel) runs in this process on another core with the GIL
 released, checks every echoed byte, and reads the server's CPU time from /proc. On a 2-core
 machine the load generator's core saturates first, so req/s tends to tie between fast servers:
 **server CPU per echoed message** is the number that compares them. The full harness (C floor,
@@ -53,13 +53,13 @@ METRICS = ["requests_per_s", "mb_per_s", "p50_us", "p99_us", "server_cpu_us_per_
 # ------------------------------------------------------------------------------------ servers
 
 class Server:
-    """An echo server process from _echo_servers.py; prints its port, we wait until it accepts."""
+    """An echo server process from echo_servers.py; prints its port, we wait until it accepts."""
 
     def __init__(self, kind, cpu):
         env = dict(os.environ)
         # The server must import the very bunsock that is running this benchmark.
-        env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, os.path.join(HERE, "_echo_servers.py"), kind, "0"]
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(HERE)) + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, os.path.join(HERE, "echo_servers.py"), kind, "0"]
         if cpu is not None:
             cmd.append(str(cpu))
         self.kind = kind
@@ -222,7 +222,7 @@ def table(meta, results, kinds, scenarios):
 
 
 def meta_info(args, cpus):
-    from . import __version__
+    from .. import __version__
     meta = {"python": platform.python_version(), "system": platform.system(), "machine": platform.machine(),
             "cpus": os.cpu_count() or 1, "bunsock": __version__, "server_cpu": cpus[0], "loadgen_cpu": cpus[1],
             "duration": args.duration, "warmup": args.warmup, "reps": args.reps}
