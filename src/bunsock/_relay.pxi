@@ -89,7 +89,7 @@ cdef inline void _count_read(Socket s, Py_ssize_t n) noexcept:
 
 
 cdef ssize_t _relay_read(Socket s, Py_ssize_t *want) except? -2:
-    """One chunk of a relay source's read (the read loop is _SocketReader._on_readable), at most
+    """One chunk of a relay source's read (the read loop is _read_loop, _sock_read.pxi), at most
     dst's room under hi: a splice, or a recv straight into a backed-up dst's sink; the result is
     the syscall's (or -EAGAIN: dst is full, src is held). RELAY_RECV: the read loop recv's at
     most *want into its buffer instead, and the chunk comes to _relay_put."""

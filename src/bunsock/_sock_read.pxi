@@ -288,8 +288,9 @@ cdef int _read_loop(_SocketReader self, _ChunkWay way) except -1:
     queue is empty, the read budget is spent, or the socket stops reading (closed, paused, EOF,
     its relay holding it, or it entered or left a relay); EOF, EAGAIN and errors are interpreted
     here only. What a chunk becomes differs: bytes recv'd into the loop's buffer go to TLS or
-    `data` (a relay's source: to its destination, _relay_put through _deliver_other); a relay
-    may instead splice the chunk or recv it straight into its destination's sink (_relay_read).
+    `data` (a relay's source: to its destination, _relay_put; TLS's plaintext gets there through
+    _deliver_other); a relay may instead splice the chunk or recv it straight into its
+    destination's sink (_relay_read).
     `way` only picks the compiled copy (_ChunkWay); its value is unused."""
     # The loop, borrowed: it outlives its sockets (a Loop local costs a reference).
     cdef PyObject *lp = <PyObject *>self.loop
@@ -313,6 +314,8 @@ cdef int _read_loop(_SocketReader self, _ChunkWay way) except -1:
                 _touch(self, True)
                 if self.flags & F_TLS:
                     (<_TlsHook>self.ext.tls).feed(self, (<Loop>lp).rbuf, n)
+                elif _ChunkWay is _ToRelay:
+                    _relay_put(self.ext.pipe_out, (<Loop>lp).rbuf, n)
                 else:
                     _deliver(self, n)
         if n > 0:
