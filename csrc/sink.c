@@ -17,7 +17,7 @@
 void bs_sink_init(bs_sink *s) {
     s->buf = NULL;
     s->cap = s->head = s->len = 0;
-    s->lull = 0;
+    s->wide = 0;
 }
 
 void bs_sink_free(bs_sink *s) {
@@ -55,7 +55,7 @@ static int regrow(bs_sink *s, size_t cap) {
 
 int bs_sink_reserve(bs_sink *s, size_t extra) {
     if (extra > BS_SINK_KEEP - (s->len < BS_SINK_KEEP ? s->len : BS_SINK_KEEP))
-        s->lull = 0; /* len + extra > KEEP: the large storage is needed now */
+        s->wide = 1; /* len + extra > KEEP: the large storage is needed now */
     if (s->cap - s->len >= extra)
         return 0;
     if (extra > SIZE_MAX / 2 - s->len) { /* keeps the doubling below from wrapping */
@@ -111,8 +111,6 @@ int bs_sink_iov(const bs_sink *s, struct iovec iov[2]) {
 
 static void emptied(bs_sink *s) {
     s->head = 0;
-    if (s->cap > BS_SINK_KEEP && ++s->lull >= BS_SINK_LULL)
-        bs_sink_free(s);
 }
 
 void bs_sink_consume(bs_sink *s, size_t n) {

@@ -6,12 +6,10 @@
 #include <stddef.h>
 #include <sys/uio.h>
 
-/* Storage above this is released once the sink has drained BS_SINK_LULL times in a row without
- * needing more than this (hysteresis): one burst does not pin memory for the life of an otherwise
- * quiet connection, and a sink under sustained backpressure (a proxy towards a slow reader) keeps
- * its capacity instead of regrowing 16 KiB -> 2 MiB, recopying at each doubling, every episode. */
+/* The sink never gives storage back by itself: when to release it is its owner's policy (a
+ * socket's: the write room's sweep, src/bunsock/_sock_write.pxi). The sink only records whether
+ * it needed more than BS_SINK_KEEP (`wide`) so the owner can tell a busy sink from an idle one. */
 #define BS_SINK_KEEP (64u * 1024u)
-#define BS_SINK_LULL 8u
 /* First allocation: small enough for 100k idle-ish sockets, big enough that a typical reply
  * never needs a second one. */
 #define BS_SINK_MIN (16u * 1024u)
@@ -21,7 +19,7 @@ typedef struct bs_sink {
     size_t cap;  /* bytes of storage */
     size_t head; /* offset of the first pending byte */
     size_t len;  /* pending bytes */
-    unsigned lull; /* drains in a row since more than BS_SINK_KEEP was last needed */
+    unsigned wide; /* set when len + a reservation exceeded BS_SINK_KEEP; the owner clears it */
 } bs_sink;
 
 void bs_sink_init(bs_sink *s);
@@ -32,8 +30,7 @@ int bs_sink_reserve(bs_sink *s, size_t extra);
 int bs_sink_append(bs_sink *s, const void *p, size_t n);
 /* The pending bytes in order as 0, 1 or 2 iovecs (ready for writev); returns the count. */
 int bs_sink_iov(const bs_sink *s, struct iovec iov[2]);
-/* Drop n (<= len) bytes from the front. On becoming empty head resets to 0, and storage larger
- * than BS_SINK_KEEP is freed on the BS_SINK_LULL-th drain in a row that never needed it. */
+/* Drop n (<= len) bytes from the front. On becoming empty head resets to 0; the storage stays. */
 void bs_sink_consume(bs_sink *s, size_t n);
 /* Make the pending bytes contiguous; pointer to the first. NULL only on ENOMEM; for an empty
  * sink returns buf (possibly NULL). */

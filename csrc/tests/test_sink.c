@@ -90,47 +90,35 @@ static void test_wrap_and_grow(void) {
     bs_sink_free(&s);
 }
 
-static void test_shrink_after_empty(void) {
+static void test_keeps_storage_and_marks_wide(void) {
     static unsigned char data[200000];
     bs_sink s;
     bs_sink_init(&s);
-    CHECK(bs_sink_append(&s, data, sizeof data) == 0 && s.cap > BS_SINK_KEEP);
+    CHECK(s.wide == 0);
+    CHECK(bs_sink_append(&s, data, 1000) == 0 && s.wide == 0); /* within BS_SINK_KEEP */
+    bs_sink_consume(&s, 1000);
+    CHECK(bs_sink_append(&s, data, sizeof data) == 0 && s.cap > BS_SINK_KEEP && s.wide == 1);
     bs_sink_consume(&s, 100);
     CHECK(s.buf != NULL); /* not empty yet: keep it */
     bs_sink_consume(&s, sizeof data - 100);
-    /* Drained once: the capacity is kept (sustained backpressure must not regrow it). */
+    /* Drained: the storage stays (releasing it is the owner's policy), head back at 0. */
     size_t big = s.cap;
     CHECK(s.buf != NULL && s.cap == big && s.head == 0 && s.len == 0);
-    /* Refilled past BS_SINK_KEEP and drained, many times: still no reallocation. */
-    for (int i = 0; i < 3 * (int)BS_SINK_LULL; i++) {
+    /* Refilled and drained many times: never reallocated, and each big fill marks it wide. */
+    for (int i = 0; i < 20; i++) {
         char *b0 = s.buf;
-        CHECK(bs_sink_append(&s, data, sizeof data) == 0 && s.buf == b0);
+        s.wide = 0;
+        CHECK(bs_sink_append(&s, data, sizeof data) == 0 && s.buf == b0 && s.wide == 1);
         bs_sink_consume(&s, sizeof data);
         CHECK(s.buf == b0 && s.cap == big);
     }
-    /* Small episodes only: released on the BS_SINK_LULL-th drain in a row (the big one that
-     * just drained counts as the first). */
-    for (unsigned i = 2; i < BS_SINK_LULL; i++) {
-        CHECK(bs_sink_append(&s, data, 1000) == 0);
-        bs_sink_consume(&s, 1000);
-        CHECK(s.cap == big);
-    }
-    CHECK(bs_sink_append(&s, data, 1000) == 0);
-    bs_sink_consume(&s, 1000);
-    CHECK(s.buf == NULL && s.cap == 0 && s.head == 0 && s.len == 0);
-    /* Small storage is kept for the next burst, with head back at 0. */
-    CHECK(bs_sink_append(&s, data, 1000) == 0);
-    char *b = s.buf;
-    bs_sink_consume(&s, 1000);
-    CHECK(s.buf == b && s.cap == BS_SINK_MIN && s.head == 0);
-    /* truncate to empty behaves like draining. */
-    CHECK(bs_sink_append(&s, data, sizeof data) == 0);
-    for (unsigned i = 0; i < BS_SINK_LULL; i++) {
-        CHECK(bs_sink_append(&s, data, 10) == 0);
-        bs_sink_truncate(&s, 0);
-    }
-    CHECK(s.buf == NULL && s.len == 0);
+    /* Small use of big storage does not mark it. */
+    s.wide = 0;
+    CHECK(bs_sink_append(&s, data, 1000) == 0 && s.wide == 0);
+    bs_sink_truncate(&s, 0);
+    CHECK(s.buf != NULL && s.cap == big && s.len == 0 && s.head == 0);
     bs_sink_free(&s);
+    CHECK(s.buf == NULL && s.cap == 0 && s.wide == 0);
 }
 
 static void test_linearize(void) {
@@ -229,7 +217,7 @@ static void random_ops(bs_sink *s, unsigned char *model, const unsigned char *sr
             bs_sink_consume(s, n);
             mstart += n;
             mlen -= n;
-            REQUIRE(mlen || !n || s->cap <= BS_SINK_KEEP || s->lull < BS_SINK_LULL); /* hysteresis */
+            REQUIRE(mlen || !n || s->buf != NULL || s->cap == 0); /* storage is kept */
         } else if (r < 92) {
             size_t n = 1 + rng_below(rng_below(4) ? 300 : 40000);
             char *p = bs_sink_extend(s, n);
@@ -243,7 +231,7 @@ static void random_ops(bs_sink *s, unsigned char *model, const unsigned char *sr
             int dropped = keep < mlen;
             bs_sink_truncate(s, keep);
             mlen = keep;
-            REQUIRE(mlen || !dropped || s->cap <= BS_SINK_KEEP || s->lull < BS_SINK_LULL);
+            REQUIRE(mlen || !dropped || s->buf != NULL);
         } else if (r < 98) {
             size_t n = rng_below(70000);
             size_t cap = s->cap;
@@ -286,7 +274,7 @@ int main(int argc, char **argv) {
     long ops = argc > 1 ? atol(argv[1]) : 200000;
     test_empty();
     test_wrap_and_grow();
-    test_shrink_after_empty();
+    test_keeps_storage_and_marks_wide();
     test_linearize();
     test_extend();
     test_enomem();

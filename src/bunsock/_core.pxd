@@ -35,6 +35,7 @@ cdef extern from "sink.h" nogil:
         size_t cap
         size_t head
         size_t len
+        unsigned wide
     void bs_sink_init(bs_sink *s)
     void bs_sink_free(bs_sink *s)
     int bs_sink_reserve(bs_sink *s, size_t extra)

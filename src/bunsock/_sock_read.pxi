@@ -25,37 +25,9 @@ cdef class _SocketReader(_SocketWriter):
         return 0
 
     cdef int _on_readable(self) except -1:
-        # The loop, borrowed: it outlives its sockets (a Loop local costs a reference).
-        cdef PyObject *lp = <PyObject *>self.loop
-        cdef ssize_t n
-        cdef Py_ssize_t budget = (<Loop>lp).read_budget
         if self.flags & F_PIPE_SRC:
-            return _relay_readable(<Socket>self)
-        while True:
-            n = bs_recv(self.fd, (<Loop>lp).rbuf, (<Loop>lp).rbuf_size)
-            (<Loop>lp).n_recv += 1
-            if n > 0:
-                self.bytes_read += n
-                _touch(self, True)
-                if self.flags & F_TLS:
-                    (<_TlsHook>self.ext.tls).feed(self, (<Loop>lp).rbuf, n)
-                else:
-                    _deliver(self, n)
-                if self.state == ST_CLOSED or (self.flags & (F_PAUSED | F_EOF)):
-                    return 0      # (F_EOF: TLS saw close_notify and ran _on_eof)
-                # A short read means the kernel queue is empty; level-triggered polling reports
-                # any later bytes, so the EAGAIN read that would confirm it is skipped.
-                if n < (<Loop>lp).rbuf_size:
-                    return 0
-                budget -= n
-                if budget <= 0:
-                    return 0
-            elif n == 0:
-                return self._on_eof()
-            elif n == -EAGAIN or n == -EWOULDBLOCK:
-                return 0
-            else:
-                return self._fail(<int>-n)
+            return _relay_readable(<Socket>self)      # the same loop, with the relay's chunks
+        return _read_loop(self, <_ToHandlers>0)
 
     cdef int _deliver(self, Py_ssize_t n) except -1:
         """Hand the first n bytes of the loop's receive buffer to `data` (plaintext read, or
@@ -183,3 +155,68 @@ cdef int _deliver_other(_SocketReader self, Py_ssize_t n) except -1:
     _call_handler(loop, <PyObject *>fn, pself, ctx.on_data, self, ctx.on_error, 1, buf, None,
                   None)
     return 0
+
+
+# The read loop's two ways with its chunks, as types: Cython compiles _read_loop once per way (a
+# fused type), so the socket's copy has no relay test in it and no call is added to either.
+ctypedef char _ToHandlers       # recv into the loop's buffer, then TLS or `data`
+ctypedef short _ToRelay         # a relay's source: _relay_read picks the chunk's way
+ctypedef fused _ChunkWay:
+    _ToHandlers
+    _ToRelay
+
+
+cdef int _read_loop(_SocketReader self, _ChunkWay way) except -1:
+    """The one read loop, for a socket and for a relay's source alike: read until the kernel
+    queue is empty, the read budget is spent, or the socket stops reading (closed, paused, EOF,
+    its relay holding it, or it entered or left a relay); EOF, EAGAIN and errors are interpreted
+    here only. What a chunk becomes differs: bytes recv'd into the loop's buffer go to TLS or
+    `data` (a relay's source: to its destination, _relay_put; TLS's plaintext gets there through
+    _deliver_other); a relay may instead splice the chunk or recv it straight into its
+    destination's sink (_relay_read).
+    `way` only picks the compiled copy (_ChunkWay); its value is unused."""
+    # The loop, borrowed: it outlives its sockets (a Loop local costs a reference).
+    cdef PyObject *lp = <PyObject *>self.loop
+    cdef ssize_t n
+    cdef Py_ssize_t want
+    cdef Py_ssize_t budget = (<Loop>lp).read_budget
+    cdef uint32_t was = F_PIPE_SRC if _ChunkWay is _ToRelay else 0
+    while True:
+        if _ChunkWay is _ToRelay:
+            # The relay moves this chunk itself (n = -EAGAIN: it holds its source), or asks for
+            # a recv into the buffer.
+            n = _relay_read(<Socket>self, &want)
+        else:
+            n = RELAY_RECV
+            want = (<Loop>lp).rbuf_size
+        if n == RELAY_RECV:
+            n = bs_recv(self.fd, (<Loop>lp).rbuf, want)
+            (<Loop>lp).n_recv += 1
+            if n > 0:
+                self.bytes_read += n
+                _touch(self, True)
+                if self.flags & F_TLS:
+                    (<_TlsHook>self.ext.tls).feed(self, (<Loop>lp).rbuf, n)
+                elif _ChunkWay is _ToRelay:
+                    _relay_put(self.ext.pipe_out, (<Loop>lp).rbuf, n)
+                else:
+                    _deliver(self, n)
+        if n > 0:
+            # (F_EOF: TLS saw close_notify and ran _on_eof. The xor turns "entered or left a
+            # relay" into one more bit of the same test.)
+            if self.state == ST_CLOSED or ((self.flags ^ was) &
+                                           (F_PAUSED | F_EOF | F_PIPE_HELD | F_PIPE_SRC)):
+                return 0
+            # A short read means the kernel queue is empty; level-triggered polling reports any
+            # later bytes, so the EAGAIN read that would confirm it is skipped.
+            if n < want:
+                return 0
+            budget -= n
+            if budget <= 0:
+                return 0
+        elif n == 0:
+            return self._on_eof()      # (a relay's source: _relay_eof forwards the FIN)
+        elif n == -EAGAIN or n == -EWOULDBLOCK:
+            return 0
+        else:
+            return self._fail(<int>-n)

@@ -258,15 +258,9 @@ cdef class _SocketWriter(_SocketBase):
                 return -1
             if self.flags & F_BACKED_UP:
                 return self._buffer(p, n)
-        sent = bs_send(self.fd, p, n)
-        loop.n_send += 1
+        sent = _sent(self, loop, bs_send(self.fd, p, n))
         if sent < 0:
-            if sent == -EAGAIN or sent == -EWOULDBLOCK:
-                sent = 0
-            else:
-                self._fail(<int>-sent)
-                return -1
-        self.bytes_written += sent
+            return -1
         if sent == n:
             return n
         return sent + self._buffer(p + sent, n - sent)
@@ -291,13 +285,9 @@ cdef class _SocketWriter(_SocketBase):
         if o is not None:
             self.cork_obj = None
             total = PyBytes_GET_SIZE(o)
-            r = bs_send(self.fd, PyBytes_AS_STRING(o), total)
-            loop.n_send += 1
+            r = _sent(self, loop, bs_send(self.fd, PyBytes_AS_STRING(o), total))
             if r < 0:
-                if r != -EAGAIN and r != -EWOULDBLOCK:
-                    return self._fail(<int>-r)
-                r = 0
-            self.bytes_written += r
+                return 0      # (failed)
             if <size_t>r < total:
                 if bs_sink_append(&self.sink, PyBytes_AS_STRING(o) + r, total - r) < 0:
                     raise MemoryError()
@@ -307,15 +297,13 @@ cdef class _SocketWriter(_SocketBase):
                 cnt = bs_sink_iov(&self.sink, iov)
                 total = iov[0].iov_len + (iov[1].iov_len if cnt > 1 else 0)
                 if cnt == 1:
-                    r = bs_send(self.fd, iov[0].iov_base, iov[0].iov_len)
+                    r = _sent(self, loop, bs_send(self.fd, iov[0].iov_base, iov[0].iov_len))
                 else:
-                    r = bs_sendv(self.fd, iov, cnt)
-                loop.n_send += 1
-                if r < 0:
-                    if r == -EAGAIN or r == -EWOULDBLOCK:
-                        break
-                    return self._fail(<int>-r)
-                self.bytes_written += r
+                    r = _sent(self, loop, bs_sendv(self.fd, iov, cnt))
+                if r <= 0:
+                    if r < 0:
+                        return 0      # (failed)
+                    break
                 bs_sink_consume(&self.sink, r)
                 # A backlog draining to a slow reader is activity, not idleness.
                 _touch(self, False)
@@ -387,14 +375,9 @@ cdef class _SocketWriter(_SocketBase):
                 iov[i].iov_base = views[i].buf
                 iov[i].iov_len = views[i].len
                 total += views[i].len
-            sent = bs_sendv(self.fd, iov, cnt)
-            self.loop.n_send += 1
+            sent = _sent(self, self.loop, bs_sendv(self.fd, iov, cnt))
             if sent < 0:
-                if sent != -EAGAIN and sent != -EWOULDBLOCK:
-                    self._fail(<int>-sent)
-                    return -1
-                sent = 0
-            self.bytes_written += sent
+                return -1
             _touch(self, False)
             accepted = sent
             off = sent
@@ -447,6 +430,21 @@ cdef char *_cork_extend(_SocketWriter s, Py_ssize_t n) except? NULL:
     return out
 
 
+cdef inline ssize_t _sent(_SocketWriter s, Loop loop, ssize_t r) except -2:
+    """The one reading of what a send into s returned (send, sendmsg, or the relay's splice from
+    its kernel pipe): the bytes the kernel took, counted as written (0: it took none, EAGAIN);
+    -1 once s has failed (any other error). Every caller stops at a short count: the socket
+    buffer is full, and the EAGAIN round trip that would confirm it is skipped."""
+    loop.n_send += 1
+    if r < 0:
+        if r == -EAGAIN or r == -EWOULDBLOCK:
+            return 0
+        s._fail(<int>-r)
+        return -1
+    s.bytes_written += r
+    return r
+
+
 cdef inline void _refused(_SocketWriter s) noexcept:
     """A flush left bytes (a handler's cork) that the kernel refused: they are a backlog now, and
     a drain is owed for them, a new episode. (Already backed up: the episode goes on.)"""
@@ -454,40 +452,4 @@ cdef inline void _refused(_SocketWriter s) noexcept:
         s.flags = (s.flags | F_BACKED_UP | F_DRAIN_OWED) & ~F_LWM_FIRED
 
 
-# Sink capacity hysteresis. A sink that empties keeps its storage (sink.c), so a connection
-# under sustained backpressure does not regrow 16 KiB -> 2 MiB, recopying at every doubling, in
-# each episode. Storage above BS_SINK_KEEP that then stays unused is released here: a sweep every
-# SPARE_SWEEP_S frees the large sinks that are empty at that moment (so a busy one regrows at most
-# once per period, and an idle one holds nothing after at most two periods).
-
-cdef double SPARE_SWEEP_S = 0.5
-
-
-cdef int _spare_add(_SocketWriter s) except -1:
-    cdef Loop loop = s.loop
-    s.flags |= F_SPARE
-    if loop.spare is None:
-        loop.spare = []
-    loop.spare.append(s)
-    if loop.spare_timer is None or not loop.spare_timer.active:
-        loop.spare_timer = loop._timer(SPARE_SWEEP_S, 0, _spare_sweep, (loop,))
-        loop.spare_timer.unref()
-    return 0
-
-
-def _spare_sweep(Loop loop):
-    cdef _SocketWriter s
-    for s in loop.spare:
-        if s.state != ST_CLOSED and s.sink.len == 0 and s.sink.cap > BS_SINK_KEEP:
-            bs_sink_free(&s.sink)
-        s.flags &= ~F_SPARE
-    loop.spare = None
-    loop.spare_timer = None
-
-
-cdef int _spare_drop(_SocketWriter s) except -1:
-    """A closing socket leaves the list at once (its sink is freed by the teardown anyway)."""
-    s.flags &= ~F_SPARE
-    if s.loop.spare is not None:
-        s.loop.spare.remove(s)
-    return 0
+include "_sock_sink.pxi"     # the sink's storage release policy
