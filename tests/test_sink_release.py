@@ -1,4 +1,4 @@
-"""The sink's storage release policy (src/bunsock/_sock_write.pxi): a socket whose backlog once
+"""The sink's storage release policy (src/bunsock/_rooms/_sock_write.pxi): a socket whose backlog once
 needed a large buffer gives it back once a whole period passes without needing it (memory per
 idle connection), and keeps it while backpressure episodes keep needing it (no regrowth churn).
 

@@ -9,7 +9,7 @@ made inside it are coalesced and a handler's exception is routed to `error` inst
 into the loop. benchmarks/instr_pingpong.py --breakdown shows what each step costs.
 
 The module is one C extension (calls between its parts are direct C calls) assembled from rooms,
-one concern each:
+one concern each, in src/bunsock/_rooms/ (the TLS extension's rooms, _tls_*.pxi, are there too):
   _validate.pxi     argument checks: one for ints, one for seconds (one cap), C strings
   _timer.pxi        Timer (call_later / call_every / call_soon)
   _sockopt.pxi      socket option lists (before bind/connect), named options, TCP statistics
@@ -18,7 +18,8 @@ one concern each:
   _recvbuf.pxi      the loop's receive buffers (TCP, UDP slots) and the memoryviews lent out
   _listener.pxi     Listener: accept
   _sock_base.pxi    socket state, lifecycle (close/teardown), poller interest; the TLS hook
-  _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine)
+  _sock_write.pxi   the write path: sink, cork, flush, high_water_mark, drain (one state machine);
+                    with _sock_sink.pxi (when a sink's storage is given back)
   _sock_read.pxi    socket events: read, EOF, writable, idle timer
   _connect.pxi      connecting: resolution, address after address or Happy Eyeballs, open
   _sock_info.pxi    Socket's properties: state, counters, addresses, TLS identity
@@ -28,7 +29,8 @@ one concern each:
   _udp_peers.pxi    UDP: the per-socket cache of recent peers' addresses
   _udp.pxi          UdpSocket: datagrams in recvmmsg batches, send/send_many
   _group.pxi        Group: one write to many sockets (broadcast)
-  _relay.pxi        pipe/relay: bytes from one socket to another inside the loop (splice or buffer)
+  _relay.pxi        pipe/relay: bytes from one socket to another inside the loop (splice or buffer);
+                    with _relay_splice.pxi (pipe pool, splice pump), _relay_pipe.pxi (pipe/unpipe)
   _framing.pxi      framing: rules compiled for the C scanner, a socket's framing state
   _frame_read.pxi   framing: whole messages to `data` (scanned in C)
   _frame_write.pxi  framing: write_frame, Group.write_frame
@@ -461,25 +463,25 @@ cdef inline int errno_value() noexcept nogil:
     return errno
 
 
-include "_validate.pxi"
-include "_timer.pxi"
-include "_sockopt.pxi"
-include "_loopcore.pxi"
-include "_factories.pxi"
-include "_recvbuf.pxi"
-include "_listener.pxi"
-include "_sock_base.pxi"
-include "_sock_write.pxi"
-include "_sock_read.pxi"
-include "_connect.pxi"
-include "_sock_info.pxi"
-include "_sock_ctl.pxi"
-include "_sock_api.pxi"
-include "_write_fast.pxi"
-include "_udp_peers.pxi"
-include "_udp.pxi"
-include "_group.pxi"
-include "_relay.pxi"
-include "_framing.pxi"
-include "_frame_read.pxi"
-include "_frame_write.pxi"
+include "_rooms/_validate.pxi"
+include "_rooms/_timer.pxi"
+include "_rooms/_sockopt.pxi"
+include "_rooms/_loopcore.pxi"
+include "_rooms/_factories.pxi"
+include "_rooms/_recvbuf.pxi"
+include "_rooms/_listener.pxi"
+include "_rooms/_sock_base.pxi"
+include "_rooms/_sock_write.pxi"
+include "_rooms/_sock_read.pxi"
+include "_rooms/_connect.pxi"
+include "_rooms/_sock_info.pxi"
+include "_rooms/_sock_ctl.pxi"
+include "_rooms/_sock_api.pxi"
+include "_rooms/_write_fast.pxi"
+include "_rooms/_udp_peers.pxi"
+include "_rooms/_udp.pxi"
+include "_rooms/_group.pxi"
+include "_rooms/_relay.pxi"
+include "_rooms/_framing.pxi"
+include "_rooms/_frame_read.pxi"
+include "_rooms/_frame_write.pxi"

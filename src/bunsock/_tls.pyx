@@ -70,7 +70,7 @@ cdef enum:
 cdef double HANDSHAKE_TIMEOUT_S = 30.0
 
 
-include "_heaptrim.pxi"
+include "_rooms/_heaptrim.pxi"
 
 
 cdef object SSLWantReadError = ssl.SSLWantReadError
@@ -78,9 +78,9 @@ cdef object SSLZeroReturnError = ssl.SSLZeroReturnError
 cdef object CERT_NONE = ssl.CERT_NONE
 
 
-include "_tls_write.pxi"
-include "_tls_handshake.pxi"
-include "_tls_read.pxi"
+include "_rooms/_tls_write.pxi"
+include "_rooms/_tls_handshake.pxi"
+include "_rooms/_tls_read.pxi"
 
 
 cdef TLSState _new_state(sslctx, bint server_side, server_hostname, session=None):
