@@ -2,8 +2,12 @@
 proxy as a user starts it (a subprocess of `python -m bunsock proxy`)."""
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,20 @@ from conftest import run_until  # noqa: F401 (re-exported for the proxy tests)
 
 SRC = str(Path(bunsock.__file__).resolve().parent.parent)
 ENV = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+class Echo:
+    """An upstream that echoes (after greeting with its name, when it has one)."""
+
+    def __init__(self, name=b""):
+        self.name = name
+
+    def open(self, sock):
+        if self.name:
+            sock.write(self.name)
+
+    def data(self, sock, buf):
+        sock.write(buf)
 
 
 class ProxyProc:
@@ -82,3 +100,56 @@ def procs():
     yield lambda *a, **kw: made.append(ProxyProc(*a, **kw)) or made[-1]
     for pp in made:
         pp.kill()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def haproxy():
+    """Starts `haproxy -db` with a tcp frontend relaying to a server line; stops it by PID."""
+    exe = shutil.which("haproxy")
+    if exe is None:
+        pytest.skip("haproxy not installed (apt-get install -y haproxy)")
+    procs = []
+    files = []
+
+    def start(backend_port, server_opts):
+        port = free_port()
+        fd, path = tempfile.mkstemp(suffix=".cfg")
+        files.append(path)
+        with os.fdopen(fd, "w") as f:
+            f.write("global\n    maxconn 100\n"
+                    "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
+                    "    timeout server 30s\n"
+                    "frontend fe\n    bind 127.0.0.1:%d\n    default_backend be\n"
+                    "backend be\n    server s1 127.0.0.1:%d %s\n"
+                    % (port, backend_port, server_opts))
+        p = subprocess.Popen([exe, "-db", "-f", path], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        procs.append(p)
+        deadline = time.monotonic() + 10
+        while True:
+            assert p.poll() is None, "haproxy exited: %s" % p.stderr.read().decode()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "haproxy did not start listening"
+                time.sleep(0.05)
+        return port
+
+    yield start
+    for p in procs:
+        p.terminate()          # by PID: only the haproxy this test started
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    for path in files:
+        os.unlink(path)

@@ -15,21 +15,9 @@ import pytest
 import bunsock
 from bunsock.proxy import Proxy
 from conftest import run
-from proxy_support import ENV, procs, run_until  # noqa: F401 (fixture)
+from proxy_support import Echo, ENV, procs, run_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-class Echo:
-    def __init__(self, name=b""):
-        self.name = name
-
-    def open(self, sock):
-        if self.name:
-            sock.write(self.name)
-
-    def data(self, sock, buf):
-        sock.write(buf)
 
 
 class Client:

@@ -1,22 +1,18 @@
 """What sits in front of the proxy and what the client's first bytes say: HAProxy with
 send-proxy / send-proxy-v2 in front of `--accept-proxy`, and TLS passthrough routed by SNI
 (`--route`), driven by `openssl s_client -servername`."""
-import os
-import re
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 
 import bunsock
 from bunsock import proxy_protocol
 from conftest import run
-from proxy_support import procs, run_until  # noqa: F401 (fixture)
+from proxy_support import haproxy, procs, run_until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -60,49 +56,6 @@ def exchange(loop, port, payload, wait_reply=True):
     c = bunsock.connect(hostname="127.0.0.1", port=port, socket=C(), loop=loop)
     run_until(loop, lambda: (st["got"] if wait_reply else False) or "closed" in st)
     return c, st
-
-
-@pytest.fixture
-def haproxy():
-    exe = shutil.which("haproxy")
-    if exe is None:
-        pytest.skip("haproxy not installed")
-    started = []
-
-    def start(backend_port, server_opts):
-        port = free_port()
-        fd, path = tempfile.mkstemp(suffix=".cfg")
-        with os.fdopen(fd, "w") as f:
-            f.write("global\n    maxconn 100\n"
-                    "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
-                    "    timeout server 30s\n"
-                    "frontend fe\n    bind 127.0.0.1:%d\n    default_backend be\n"
-                    "backend be\n    server s1 127.0.0.1:%d %s\n"
-                    % (port, backend_port, server_opts))
-        p = subprocess.Popen([exe, "-db", "-f", path], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        started.append((p, path))
-        deadline = time.monotonic() + 10
-        while True:        # a connect probe through HAProxy: it reaches the proxy too
-            assert p.poll() is None, "haproxy exited: %s" % p.stderr.read().decode()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "haproxy did not start listening"
-                time.sleep(0.05)
-        return port
-
-    yield start
-    for p, path in started:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        p.stderr.close()
-        os.unlink(path)
 
 
 @pytest.mark.parametrize("opt", ["send-proxy", "send-proxy-v2"])

@@ -14,7 +14,7 @@ import pytest
 
 import bunsock
 from conftest import run
-from proxy_support import ENV, procs, run_until  # noqa: F401 (fixture)
+from proxy_support import Echo, ENV, procs, run_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -25,18 +25,6 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-class Echo:
-    def __init__(self, name=b""):
-        self.name = name
-
-    def open(self, sock):
-        if self.name:
-            sock.write(self.name)
-
-    def data(self, sock, buf):
-        sock.write(buf)
 
 
 def exchange(loop, port, payload):

@@ -1,12 +1,7 @@
 """bunsock.proxy_protocol: the v1/v2 parser and encoders, accept() on real loopback sockets, and
 real HAProxy (send-proxy, send-proxy-v2) in front of a bunsock listener."""
-import os
-import shutil
 import socket as pysocket
 import struct
-import subprocess
-import tempfile
-import time
 
 import pytest
 
@@ -14,6 +9,7 @@ import bunsock
 from bunsock import proxy_protocol as pp
 from bunsock.proxy_protocol import ProxyHeader, ProxyProtocolError
 from conftest import run, run_until
+from proxy_support import haproxy  # noqa: F401 (fixture)
 
 V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -496,59 +492,6 @@ def test_proxy_header_is_none_without_accept(loop, no_leaks):
 
 
 # -- real HAProxy in front ---------------------------------------------------------------------
-
-def _free_port():
-    with pysocket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def haproxy():
-    """Starts `haproxy -db` with a tcp frontend relaying to a server line; stops it by PID."""
-    exe = shutil.which("haproxy")
-    if exe is None:
-        pytest.skip("haproxy not installed (apt-get install -y haproxy)")
-    procs = []
-    files = []
-
-    def start(backend_port, server_opts):
-        port = _free_port()
-        fd, path = tempfile.mkstemp(suffix=".cfg")
-        files.append(path)
-        with os.fdopen(fd, "w") as f:
-            f.write("global\n    maxconn 100\n"
-                    "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
-                    "    timeout server 30s\n"
-                    "frontend fe\n    bind 127.0.0.1:%d\n    default_backend be\n"
-                    "backend be\n    server s1 127.0.0.1:%d %s\n"
-                    % (port, backend_port, server_opts))
-        p = subprocess.Popen([exe, "-db", "-f", path], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        procs.append(p)
-        deadline = time.monotonic() + 10
-        while True:
-            assert p.poll() is None, "haproxy exited: %s" % p.stderr.read().decode()
-            try:
-                pysocket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "haproxy did not start listening"
-                time.sleep(0.05)
-        return port
-
-    yield start
-    for p in procs:
-        p.terminate()          # by PID: only the haproxy this test started
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        p.stderr.close()
-    for path in files:
-        os.unlink(path)
-
 
 @pytest.mark.parametrize("opt,version", [("send-proxy", 1), ("send-proxy-v2", 2)])
 def test_real_haproxy_in_front(loop, haproxy, opt, version):
