@@ -13,7 +13,8 @@ one concern each, in src/bunsock/_rooms/ (the TLS extension's rooms, _tls_*.pxi,
   _validate.pxi     argument checks: one for ints, one for seconds (one cap), C strings
   _timer.pxi        Timer (call_later / call_every / call_soon)
   _sockopt.pxi      socket option lists (before bind/connect), named options, TCP statistics
-  _loopcore.pxi     Loop: iteration, handler scope and cork list, timers, get_loop, fork
+  _loopcore.pxi     Loop: iteration, handler scope and cork list, timers
+  _loops.pxi        the default loop per thread (get_loop), fork, serve's listener hand-over
   _factories.pxi    listeners (bound or adopted), adopted connected sockets, UDP sockets
   _recvbuf.pxi      the loop's receive buffers (TCP, UDP slots) and the memoryviews lent out
   _listener.pxi     Listener: accept
@@ -62,6 +63,7 @@ import collections
 import errno as _errno
 import os
 import struct as _struct
+import sys as _sys
 import threading
 import weakref
 
@@ -117,7 +119,8 @@ cdef enum:
     CORK_LIMIT = 65536
     # Loop._poll: most iterations a missed non-blocking try skips, and most tries in a row
     TRY_BACKOFF_MAX = 64
-    TRY_STREAK_MAX = 64
+    # ... and how many tries in a row before the clock is read to see whether the GIL is due.
+    TRY_STREAK_MAX = 256
 
 # Out of descriptors on accept: stop accepting this long (seconds) and let closes free some.
 cdef double ACCEPT_BACKOFF_S = 0.1
@@ -195,7 +198,7 @@ cdef void _observe(object exc, object where) noexcept:
 # ---------------------------------------------------------------------------------------------
 # Who may touch a loop: its own thread while it runs, and never a process forked from its creator
 
-# This process; a forked child sets its own (_after_fork_in_child, _loopcore.pxi). A Loop records
+# This process; a forked child sets its own (_after_fork_in_child, _loops.pxi). A Loop records
 # the value it was created under, so "inherited over fork" is one integer compare.
 cdef long _pid = getpid()
 
@@ -467,6 +470,7 @@ include "_rooms/_validate.pxi"
 include "_rooms/_timer.pxi"
 include "_rooms/_sockopt.pxi"
 include "_rooms/_loopcore.pxi"
+include "_rooms/_loops.pxi"
 include "_rooms/_factories.pxi"
 include "_rooms/_recvbuf.pxi"
 include "_rooms/_listener.pxi"

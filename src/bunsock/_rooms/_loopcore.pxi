@@ -4,56 +4,6 @@
 cdef uint64_t FOREVER_MS = (<uint64_t>1) << 50
 
 
-cdef object _tls_loops = threading.local()
-# Every live Loop, for the at-fork hook.
-cdef object _live_loops = weakref.WeakSet()
-
-
-def get_loop():
-    """The calling thread's default loop (created on first use; after os.fork() the child
-    gets a new one)."""
-    try:
-        return _tls_loops.loop
-    except AttributeError:
-        loop = Loop()
-        _tls_loops.loop = loop
-        if threading.current_thread() is not threading.main_thread():
-            # Warns at thread exit if this loop got work but never ran (_unrun.py says why).
-            from ._unrun import UnrunLoopGuard
-            _tls_loops.guard = UnrunLoopGuard(loop)
-        return loop
-
-
-def _peek_default_loop():
-    """The calling thread's default loop if it was ever created, else None (serve())."""
-    return getattr(_tls_loops, "loop", None)
-
-
-def _after_fork_in_child():
-    # The child shares every inherited epoll instance with its parent: an epoll_ctl here would
-    # change the parent's registrations, an epoll_wait would steal its events. So the child
-    # starts with fresh default loops, and inherited loops refuse all use (_check_thread).
-    global _pid, _tls_loops
-    _pid = getpid()
-    _tls_loops = threading.local()
-    for loop in list(_live_loops):
-        (<Loop>loop)._forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _listeners_of(Loop loop):
-    """The listeners `loop` is accepting on (serve() shares them with its workers)."""
-    return [l for l in loop.listeners if not (<Listener>l).stopped]
-
-
-def _adopt_listeners(list listeners, Loop loop):
-    """In a forked worker: register the parent's listeners with this process's `loop`."""
-    for l in listeners:
-        (<Listener>l)._adopt(loop)
-
-
 cdef class Loop:
     """An event loop: bunsock.run() drives the thread's default one; Loop() makes a private one."""
     # counters (stats())
@@ -74,6 +24,10 @@ cdef class Loop:
         if self.events == NULL:
             raise MemoryError()
         self.rbuf_size = read_buffer_size
+        # Loop._poll keeps the GIL through busy iterations for at most twice the interpreter's
+        # switch interval (see there).
+        self.gil_hold_ms = max(1, <int64_t>(2000.0 * _sys.getswitchinterval()))
+        self.gil_since = <int64_t>bs_monotonic_ms()
         self._new_rbuf()
         # Every read becomes a bytes object of up to read_buffer_size, several of them alive at
         # once under load. glibc serves blocks above its mmap threshold (128 KiB in a fresh
@@ -341,13 +295,18 @@ cdef class Loop:
         keeping the GIL: when events are ready (a server under load, a ping-pong) that is the
         whole wait. A try that finds nothing costs one syscall, so after one the tries stop for
         a number of iterations that doubles with each miss (up to TRY_BACKOFF_MAX): a mostly
-        idle loop goes straight to the blocking wait. Every TRY_STREAK_MAX-th iteration in a
-        row takes the blocking path anyway, so other Python threads get the GIL and signals are
-        checked even in a loop that runs no Python code (a relay)."""
+        idle loop goes straight to the blocking wait.
+        Other threads: CPython hands the GIL over once a waiter has waited a whole switch
+        interval with no switch (the holder's next drop then waits for the hand-over). Brief
+        drops every few dozen iterations defeat that (each counts as a switch and restarts the
+        waiter's timer: a waiting thread got 6 turns in 5 s), so the blocking path is taken
+        only after the GIL was held for two switch intervals (clock read once per
+        TRY_STREAK_MAX tries): a waiter gets it, and a relay running no Python code still
+        lets threads and signals in."""
         cdef int n
         if timeout != 0 and self.try_skip > 0:
             self.try_skip -= 1
-        elif self.try_streak < TRY_STREAK_MAX:
+        elif self.try_streak < TRY_STREAK_MAX or _gil_kept(self):
             n = bs_poller_wait(&self.poller, self.events, 0)
             if n != 0:
                 self.try_streak += 1
@@ -364,6 +323,7 @@ cdef class Loop:
         PyErr_CheckSignals()
         with nogil:
             n = bs_poller_wait(&self.poller, self.events, timeout)
+        self.gil_since = <int64_t>bs_monotonic_ms()
         return n
 
     cdef int _iterate(self, int timeout) except -1:
@@ -492,3 +452,12 @@ cdef int _wait_ms(double t) noexcept:
     if t * 1000.0 >= MAX_WAIT_MS:
         return MAX_WAIT_MS
     return <int>ceil(t * 1000.0)
+
+
+cdef inline bint _gil_kept(Loop loop) noexcept:
+    """Loop._poll's streak of non-blocking tries ran out: keep the GIL (and start a new streak)
+    unless it has been held for loop.gil_hold_ms."""
+    if <int64_t>bs_monotonic_ms() - loop.gil_since < loop.gil_hold_ms:
+        loop.try_streak = 0
+        return True
+    return False
