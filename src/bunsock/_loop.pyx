@@ -119,6 +119,8 @@ cdef enum:
     CORK_LIMIT = 65536
     # Loop._poll: most iterations a missed non-blocking try skips, and most tries in a row
     TRY_BACKOFF_MAX = 64
+    # Loop.run() in the main thread waits at most this long before looking for signals.
+    SIGNAL_CHECK_MS = 250
     # ... and how many tries in a row before the clock is read to see whether the GIL is due.
     TRY_STREAK_MAX = 256
 

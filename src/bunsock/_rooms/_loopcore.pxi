@@ -390,6 +390,12 @@ cdef class Loop:
     def run(self):
         """Run until no referenced listener, socket or timer is left, or stop() is called."""
         cdef int64_t timeout
+        # Ctrl-C: the kernel may deliver a process-wide SIGINT to another thread (a resolver
+        # thread, a timer thread), and then the main thread's epoll_wait is not interrupted.
+        # Python has noted the signal by then; the main thread's waits are capped so that it
+        # looks (before its next wait) within SIGNAL_CHECK_MS.
+        cdef int64_t cap = (SIGNAL_CHECK_MS if threading.current_thread() is threading.main_thread()
+                            else -1)
         self._begin()
         self.stopping = False
         try:
@@ -397,6 +403,8 @@ cdef class Loop:
                 timeout = Loop._timeout(self)
                 if timeout == -2:
                     break
+                if cap >= 0 and (timeout < 0 or timeout > cap):
+                    timeout = cap
                 Loop._iterate(self, <int>timeout)
         finally:
             self._end()
