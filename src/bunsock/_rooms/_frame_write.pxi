@@ -8,21 +8,20 @@ cdef enum:
     FRAME_STACK = 2048      # write_frame builds frames up to this size on the stack
 
 
-cdef Py_ssize_t _frame_room(Socket s, Py_ssize_t total):
+cdef int _frame_room(Socket s, Py_ssize_t total) except -1:
     """All or nothing under high_water_mark: 1 when a frame of `total` bytes may be written, 0
-    when the mark refuses it (a `drain` is then owed). With nothing buffered it is taken whole,
-    so a frame larger than the mark still goes."""
-    cdef Py_ssize_t hwm = s.ctx.hwm, used
-    if hwm < 0:
+    when the mark refuses it (a `drain` is then owed). The write room decides, with the
+    whole-message rule Group uses (F_WHOLE): with nothing held a frame larger than the mark
+    still goes."""
+    cdef Py_ssize_t room
+    s.flags |= F_WHOLE
+    try:
+        room = s._hwm_room(total)
+    finally:
+        s.flags &= ~F_WHOLE
+    if room >= total:
         return 1
-    used = s._pending() + s._tls_held()
-    if s.flags & F_TLS:
-        used += (<_TlsHook>s.ext.tls).corked_len()
-    if used == 0 or used + total <= hwm:
-        return 1
-    s.flags |= F_DRAIN_OWED
-    if not (s.flags & F_CORKED) and s.cork_depth == 0:
-        s._settle()
+    s._owe_drain()
     return 0
 
 
