@@ -240,7 +240,9 @@ SERVE = textwrap.dedent("""
         global junk
         junk = [b"x" * (i % 300) for i in range(os.getpid() % 997 * 3)]
         bunsock.listen(hostname="127.0.0.1", port=PORT, socket=WhoAmI(), reuse_port=True)
-        print("worker", os.getpid(), flush=True)
+        # One write(2) per line: both workers share the pipe, and print() makes one write per
+        # piece when stdout is unbuffered (PYTHONUNBUFFERED), so their lines could interleave.
+        os.write(1, b"worker %d\\n" % os.getpid())
 
     if MODE == "touched":
         # The parent uses its default loop before forking (a timer here).

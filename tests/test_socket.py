@@ -691,15 +691,50 @@ def test_unref_lets_run_return_and_ref_holds_it(loop, no_leaks):
     assert loop.refs == 0
 
 
+def _sigint_state():
+    """What would explain a lost Ctrl-C: SIGINT's Python handler, and per thread the kernel's
+    blocked / pending / ignored / caught signal masks (bit 1 is SIGINT)."""
+    lines = ["handler %r" % (signal.getsignal(signal.SIGINT),)]
+    for task in sorted(os.listdir("/proc/self/task")):
+        with open("/proc/self/task/%s/status" % task) as f:
+            lines.append("thread %s: %s" % (task, " ".join(
+                line.strip().replace(":\t", "=") for line in f
+                if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))))
+    return "\n".join(lines)
+
+
 def test_ctrl_c_interrupts_run_while_waiting(loop, no_leaks):
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals go to the main thread")
+    # An earlier test that left SIGINT handled, ignored or blocked would make this one hang.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     srv = bunsock.listen(hostname="127.0.0.1", port=0, socket=Echo(), loop=loop)
+    lost = []
+
+    def rescue():
+        # Only when the Ctrl-C was lost: note the process's signal state then, and end run()
+        # (stop() may be called from any thread) so that the test fails now, saying why.
+        lost.append(_sigint_state() if os.path.isdir("/proc/self/task") else "?")
+        loop.stop()
+
+    # Sent to the process, as a terminal's Ctrl-C is: the kernel may hand it to any thread.
     timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    watchdog = threading.Timer(15, rescue)
+    watchdog.start()
     timer.start()
     t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
+    try:
         loop.run()
+    except KeyboardInterrupt:
+        pass
+    else:
+        srv.stop()
+        pytest.fail("Ctrl-C did not interrupt loop.run(); signal state:\n%s" % "".join(lost))
+    finally:
+        watchdog.cancel()
+        watchdog.join()
+        timer.join()
     assert time.monotonic() - t0 < 2
     # still usable afterwards
     got = []
