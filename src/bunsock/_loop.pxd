@@ -28,7 +28,7 @@ cdef enum:
     F_USER_TIMEOUT = 1 << 12   # timeout() called while connecting: it wins over connect(timeout=)
     F_BACKED_UP = 1 << 13   # the kernel refused bytes: the sink holds a backlog (buffered_amount)
     F_TLS = 1 << 14         # ext.tls is this socket's TLS layer (a _TlsHook)
-    F_WHOLE = 1 << 15       # Group.write in progress: high_water_mark must not cut the message
+    F_WHOLE = 1 << 15       # a whole message in progress (Group, write_frame): the mark must not cut it
     F_LWM_FIRED = 1 << 16   # `drain` fired at low_water_mark: not again at empty (one per episode)
     F_PIPE_SRC = 1 << 17    # ext.pipe_out relays what this socket reads (_relay.pxi)
     F_PIPE_DST = 1 << 18    # ext.pipe_in relays into this socket: its writable event is the relay's
@@ -246,6 +246,8 @@ cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _held(self) noexcept
     cdef Py_ssize_t _backlog(self) noexcept
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n) noexcept
+    cdef bint _whole_room(self, Py_ssize_t n) except -1
+    cdef Py_ssize_t _write_whole(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef bint _wants_writable(self)
     cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1

@@ -8,23 +8,6 @@ cdef enum:
     FRAME_STACK = 2048      # write_frame builds frames up to this size on the stack
 
 
-cdef int _frame_room(Socket s, Py_ssize_t total) except -1:
-    """All or nothing under high_water_mark: 1 when a frame of `total` bytes may be written, 0
-    when the mark refuses it (a `drain` is then owed). The write room decides, with the
-    whole-message rule Group uses (F_WHOLE): with nothing held a frame larger than the mark
-    still goes."""
-    cdef Py_ssize_t room
-    s.flags |= F_WHOLE
-    try:
-        room = s._hwm_room(total)
-    finally:
-        s.flags &= ~F_WHOLE
-    if room >= total:
-        return 1
-    s._owe_drain()
-    return 0
-
-
 cdef Py_ssize_t _frame_encode(_FrameRule rule, const char *p, Py_ssize_t n,
                               unsigned char *hdr) except -1:
     """The header of a frame (into hdr) and the frame's total size; ValueError when the
@@ -55,10 +38,10 @@ cdef inline void _frame_fill(_FrameRule rule, char *out, const unsigned char *hd
 cdef Py_ssize_t _frame_write(Socket s, _FrameRule rule, const char *p, Py_ssize_t n) except -2:
     cdef unsigned char hdr[8]
     cdef char stack[FRAME_STACK]
-    cdef Py_ssize_t total = _frame_encode(rule, p, n, hdr), r
+    cdef Py_ssize_t total = _frame_encode(rule, p, n, hdr)
     cdef object keep = None
     cdef char *out = stack
-    if not _frame_room(s, total):
+    if not _SocketWriter._whole_room(s, total):
         return 0
     out = _cork_extend(s, total)
     if out != NULL:
@@ -69,12 +52,7 @@ cdef Py_ssize_t _frame_write(Socket s, _FrameRule rule, const char *p, Py_ssize_
         keep = PyBytes_FromStringAndSize(NULL, total)
         out = PyBytes_AS_STRING(keep)
     _frame_fill(rule, out, hdr, p, n)
-    s.flags |= F_WHOLE
-    try:
-        r = _SocketWriter._write(s, out, total, keep)
-    finally:
-        s.flags &= ~F_WHOLE
-    return r
+    return _SocketWriter._write_whole(s, out, total, keep)
 
 
 cdef object _write_frame(Socket s, object payload):
@@ -166,15 +144,9 @@ cdef object _group_write_frame(Group g, object payload, object skipped, object e
                     continue      # a rule set inside this write (by a drain handler): skip
                 last = rule
             total = PyBytes_GET_SIZE(frame)
-            if not _frame_room(s, total):
-                if skipped is not None:
-                    skipped.append(s)
-                continue
-            s.flags |= F_WHOLE
-            try:
-                r = s._write(PyBytes_AS_STRING(frame), total, frame)
-            finally:
-                s.flags &= ~F_WHOLE
+            r = -1
+            if _SocketWriter._whole_room(s, total):
+                r = _SocketWriter._write_whole(s, PyBytes_AS_STRING(frame), total, frame)
             if r == total:
                 taken += 1
             elif skipped is not None:

@@ -133,19 +133,11 @@ cdef class Group:
                     if skipped is not None:
                         skipped.append(s)
                     continue
-                # F_WHOLE: the write room applies the whole-message rule (_hwm_room), here and
-                # in the member's own write path (plaintext cork and sink, TLS).
-                s.flags |= F_WHOLE
-                try:
-                    if s._hwm_room(n) < n:
-                        # A prefix is never sent: the member gets none of this message, and a
-                        # `drain` when its backlog has gone, so the game can resync it.
-                        s._owe_drain()
-                        r = -1
-                    else:
-                        r = s._write(p, n, data)
-                finally:
-                    s.flags &= ~F_WHOLE
+                # Whole or not at all: a member gets none of a message its mark refuses, and a
+                # `drain` when its backlog has gone, so the game can resync it.
+                r = -1
+                if _SocketWriter._whole_room(s, n):
+                    r = _SocketWriter._write_whole(s, p, n, data)
                 if r == n:
                     taken += 1
                 elif skipped is not None:

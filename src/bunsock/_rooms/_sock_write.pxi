@@ -84,6 +84,28 @@ cdef class _SocketWriter(_SocketBase):
             return 0
         return n if n < hwm - used else hwm - used
 
+    cdef bint _whole_room(self, Py_ssize_t n) except -1:
+        """Whether one message of n bytes may go whole (Group's and write_frame's rule: never a
+        torn message, _hwm_room with F_WHOLE). When it may not, a drain is owed: the sender
+        learns when the backlog is gone and can resync this peer."""
+        cdef Py_ssize_t room
+        self.flags |= F_WHOLE
+        room = self._hwm_room(n)
+        self.flags &= ~F_WHOLE
+        if room >= n:
+            return 1
+        self._owe_drain()
+        return 0
+
+    cdef Py_ssize_t _write_whole(self, const char *p, Py_ssize_t n, object keep) except -2:
+        """_write() of one message _whole_room() allowed: F_WHOLE stays set through the
+        member's own write path (the cork's and TLS's mark checks), so no step cuts it."""
+        self.flags |= F_WHOLE
+        try:
+            return _SocketWriter._write(self, p, n, keep)
+        finally:
+            self.flags &= ~F_WHOLE
+
     cdef bint _wants_writable(self):
         """Writable interest is needed while the kernel refused bytes (a backlog), while a
         relay's kernel pipe holds bytes for this socket, and while a drain is owed that can be
