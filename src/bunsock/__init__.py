@@ -68,7 +68,11 @@ def __getattr__(name):
 
 
 def run(loop=None):
-    """Run the loop (default: this thread's) until nothing referenced is left or loop.stop()."""
+    """Run `loop` (default: this thread's default loop) until no referenced listener, socket or
+    timer is left, or loop.stop() is called; returns None. Ctrl-C (KeyboardInterrupt) stops it
+    promptly and propagates (within 250 ms in the main thread, even when the kernel hands the
+    signal to another thread). Raises RuntimeError when the loop is closed, already running,
+    or was created before a fork() in this process's parent."""
     (loop if loop is not None else get_loop()).run()
 
 

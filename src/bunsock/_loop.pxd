@@ -122,6 +122,7 @@ cdef class Loop:
     # after it found nothing, the current backoff, and tries in a row that found events.
     cdef int try_skip, try_backoff, try_streak
     cdef int64_t gil_since, gil_hold_ms   # Loop._poll: when the GIL was last let go, how long to keep it
+    cdef int signal_cap            # run() in the main thread: longest blocking wait (ms), else -1
     cdef bint running, stopping, closed, embedded
     cdef _Waker waker
     cdef object executor

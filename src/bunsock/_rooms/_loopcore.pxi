@@ -28,6 +28,7 @@ cdef class Loop:
         # switch interval (see there).
         self.gil_hold_ms = max(1, <int64_t>(2000.0 * _sys.getswitchinterval()))
         self.gil_since = <int64_t>bs_monotonic_ms()
+        self.signal_cap = -1
         self._new_rbuf()
         # Every read becomes a bytes object of up to read_buffer_size, several of them alive at
         # once under load. glibc serves blocks above its mmap threshold (128 KiB in a fresh
@@ -321,6 +322,14 @@ cdef class Loop:
         # A signal that arrived while we were running Python code must not wait for the next
         # event: check before blocking.
         PyErr_CheckSignals()
+        # Ctrl-C: the kernel may deliver a process-wide SIGINT to another thread (a resolver
+        # thread, a timer thread), and then this epoll_wait is not interrupted. Python has
+        # noted the signal by then, so run()'s waits in the main thread are capped: it looks
+        # (just above, on its next wait) within SIGNAL_CHECK_MS. Only blocking waits are
+        # capped, so a busy loop pays nothing for it. One unsigned compare: a wait of -1
+        # (forever) is above any cap, a cap of -1 (none) above any wait.
+        if <unsigned int>timeout > <unsigned int>self.signal_cap:
+            timeout = self.signal_cap
         with nogil:
             n = bs_poller_wait(&self.poller, self.events, timeout)
         self.gil_since = <int64_t>bs_monotonic_ms()
@@ -385,26 +394,26 @@ cdef class Loop:
     cdef void _end(self) noexcept:
         self.running = False
         self.run_thread = 0
+        self.signal_cap = -1
         self.dead.clear()
 
     def run(self):
-        """Run until no referenced listener, socket or timer is left, or stop() is called."""
+        """Run until no referenced listener, socket or timer is left, or stop() is called;
+        returns None. Ctrl-C (KeyboardInterrupt) stops it promptly and propagates (within 250 ms
+        in the main thread, even when the kernel hands the signal to another thread). Raises
+        RuntimeError when the loop is closed, already running, or was created before a fork()
+        in this process's parent."""
         cdef int64_t timeout
-        # Ctrl-C: the kernel may deliver a process-wide SIGINT to another thread (a resolver
-        # thread, a timer thread), and then the main thread's epoll_wait is not interrupted.
-        # Python has noted the signal by then; the main thread's waits are capped so that it
-        # looks (before its next wait) within SIGNAL_CHECK_MS.
-        cdef int64_t cap = (SIGNAL_CHECK_MS if threading.current_thread() is threading.main_thread()
-                            else -1)
+        cdef bint main = threading.current_thread() is threading.main_thread()
         self._begin()
         self.stopping = False
+        if main:
+            self.signal_cap = SIGNAL_CHECK_MS     # see _poll: Ctrl-C reaches run() in time
         try:
             while not self.stopping:
                 timeout = Loop._timeout(self)
                 if timeout == -2:
                     break
-                if cap >= 0 and (timeout < 0 or timeout > cap):
-                    timeout = cap
                 Loop._iterate(self, <int>timeout)
         finally:
             self._end()
