@@ -11,6 +11,17 @@ from . import _handlers, _loop, _resolve
 from ._loop import BINARY_TYPES, HANDLER_NAMES, _int_arg, _seconds_arg
 
 
+def check_plain_table(table, tls):
+    """ValueError when a table that must read a connection's raw first bytes (its
+    `_plain_listener_only` names it) is given to a TLS listener."""
+    what = getattr(table, "_plain_listener_only", None) if tls else None
+    if what:
+        raise ValueError(
+            "%s cannot serve a TLS listener: the PROXY header comes before the TLS handshake, "
+            "which would fail on it; listen without tls= (bunsock reads PROXY headers on plain "
+            "listeners only)" % what)
+
+
 def resolve_handlers(table):
     """Turn a handler object or mapping into the tuple the loop stores (None = not set)."""
     if table is None:
@@ -230,7 +241,8 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
     Returns: a Listener, bound and listening.
     Raises: OSError with errno from the kernel (EADDRINUSE, EPERM, ENOPROTOOPT, ENOTSOCK...;
     a bind error names the address: "cannot listen on 127.0.0.1:8080"); FileNotFoundError
-    naming a missing tls= file; ValueError for a bad port, endpoint, binary_type or value;
+    naming a missing tls= file; ValueError for a bad port, endpoint, binary_type or value, or
+    for tls= with a proxy_protocol.accept() table (docs/API.md §16);
     TypeError for a bad handler table (a class instead of an instance, no data/drain, an entry
     that is not callable, an async def, an unknown key or a name almost a handler's), or a
     framing that is not a bunsock.framing rule."""
@@ -248,6 +260,7 @@ def listen(*, hostname=None, port=None, unix=None, fd=None, sock=None, socket, d
                          send_buffer_size, recv_buffer_size)
     tls_ctx = None
     if tls is not None and tls is not False:
+        check_plain_table(socket, True)
         from ._tlsconfig import server_context
         tls_ctx = server_context(tls)
     ctx = _make_ctx(socket, binary_type, allow_half_open, high_water_mark,

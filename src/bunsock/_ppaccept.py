@@ -65,6 +65,10 @@ class _Accept:
     """The table accept() returns. Its `error` (set only when the user's table has one) is the
     user's own, so that exceptions raised here reach the user's `error` exactly once."""
 
+    # It reads the connection's first bytes as they arrive; on a TLS listener those go to the
+    # handshake (which fails on the header) and the table would only see plaintext afterwards.
+    _plain_listener_only = "proxy_protocol.accept()"
+
     def __init__(self, handlers, timeout, max_size):
         resolved = dict(zip(HANDLER_NAMES, resolve_handlers(handlers)))
         self.handlers = handlers
@@ -184,7 +188,8 @@ def accept(handlers: Any, *, timeout: Optional[float] = 5.0,
 
     Raises TypeError for an invalid table (as listen does), ValueError for a negative, NaN or
     too large timeout (docs/API.md §6) or a max_size outside 16..65551. Not for TLS listeners:
-    the header comes before the TLS handshake, so read it on a plain listener.
+    the header comes before the TLS handshake, so read it on a plain listener (listen(tls=...)
+    and a TLS listener's reload() raise ValueError for this table).
     `listener.reload()` replaces the wrapper too: pass `accept(new_table)` to keep reading
     headers (a header half read by then is finished by the new wrapper). A connection already
     handed over runs on its own copy of the table, so `listener.reload()` does not reach it:

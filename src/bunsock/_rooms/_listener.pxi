@@ -199,9 +199,12 @@ cdef class Listener(_Handle):
                 pass
 
     def reload(self, socket):
-        """Swap the handler table in place: this listener and all its live sockets switch now."""
+        """Swap the handler table in place: this listener and all its live sockets switch now.
+        Raises TypeError for a bad table (as listen does), ValueError for
+        proxy_protocol.accept(...) on a TLS listener."""
         _check_thread(self.loop)
-        from ._api import resolve_handlers
+        from ._api import check_plain_table, resolve_handlers
+        check_plain_table(socket, self.ctx.tls is not None)
         self.ctx.set_handlers(resolve_handlers(socket))
 
     def ref(self):
