@@ -1,6 +1,7 @@
 """Shared fixtures: a private loop per test, bounded runs, and leak checks on fds."""
 import gc
 import os
+import ssl
 import sys
 import time
 import traceback
@@ -205,3 +206,31 @@ def shrink_sndbuf(sock, size=64 * 1024):
         s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, size)
     finally:
         s.close()
+
+
+# -- TLS: one throwaway CA (trustme) per session; tests skip without trustme -----------------
+
+@pytest.fixture(scope="session")
+def ca():
+    return pytest.importorskip("trustme").CA()
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca):
+    return ca.issue_cert("localhost", "127.0.0.1")
+
+
+@pytest.fixture
+def sctx(server_cert):
+    """A server SSLContext with a certificate for localhost and 127.0.0.1."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def cctx(ca):
+    """A client SSLContext that trusts the session's CA."""
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx

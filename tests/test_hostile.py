@@ -20,25 +20,6 @@ trustme = pytest.importorskip("trustme")
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture
-def sctx(ca):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture
-def cctx(ca):
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
 def _gone(raw, how):
     """The peer disappears: "rst" (SO_LINGER 0, the kernel sends a reset) or "fin"."""
     if how == "rst":

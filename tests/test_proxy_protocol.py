@@ -577,16 +577,9 @@ def test_listener_reload_reaches_headers_in_progress_not_handed_over_sockets(loo
     run(loop)
 
 
-def test_accept_on_a_tls_listener_is_refused_with_a_reason(loop, no_leaks):
+def test_accept_on_a_tls_listener_is_refused_with_a_reason(loop, no_leaks, sctx, cctx):
     # The header comes before the TLS handshake: a TLS listener would fail every handshake on
     # it, so listen() refuses the table, and a TLS listener's reload() keeps its old one.
-    trustme = pytest.importorskip("trustme")
-    import ssl
-    ca = trustme.CA()
-    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(sctx)
-    cctx = ssl.create_default_context()
-    ca.configure_trust(cctx)
     with pytest.raises(ValueError, match="PROXY header comes before the TLS handshake"):
         bunsock.listen(hostname="127.0.0.1", port=0, tls=sctx, socket=pp.accept(App()),
                        loop=loop)

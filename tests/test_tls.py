@@ -18,16 +18,6 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca):
-    return ca.issue_cert("localhost", "127.0.0.1")
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory, ca, server_cert):
     d = tmp_path_factory.mktemp("certs")
     paths = {"ca": str(d / "ca.pem"), "cert": str(d / "cert.pem"), "key": str(d / "key.pem")}
@@ -40,20 +30,6 @@ def files(tmp_path_factory, ca, server_cert):
     client.cert_chain_pems[0].write_to_path(paths["client_cert"])
     client.private_key_pem.write_to_path(paths["client_key"])
     return paths
-
-
-@pytest.fixture
-def sctx(server_cert):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_cert.configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture
-def cctx(ca):
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
 
 
 class Echo:
