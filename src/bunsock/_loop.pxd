@@ -340,4 +340,5 @@ cdef class Group:
     cdef int busy                 # write() calls in progress
     cdef Py_ssize_t holes
     cdef int _remove(self, Socket s) except -1
+    cdef int _end_write(self) except -1
     cdef int _compact(self) except -1

@@ -81,30 +81,14 @@ cdef object _write_frame(Socket s, object payload):
 cdef object _group_write_frame(Group g, object payload, object skipped, object exclude):
     """Group.write_frame: each member gets the payload framed by its own rule (one frame built
     per distinct rule, shared by the members' corks), whole or not at all."""
-    cdef Py_buffer view
+    cdef bytes msg = _group_message(g, "write_frame", payload, skipped, exclude)
     cdef unsigned char hdr[8]
-    cdef Py_ssize_t i, j, total, n, r, taken = 0
-    cdef const char *p
+    cdef const char *p = PyBytes_AS_STRING(msg)
+    cdef Py_ssize_t i, j, total, n = PyBytes_GET_SIZE(msg), taken = 0
     cdef Socket s
     cdef object o, frame = None
     cdef _FrameRule rule, last = None
     cdef list members, rules = [], frames = []
-    if g.loop is not None:
-        _check_thread(g.loop)
-    if isinstance(payload, str):
-        raise TypeError("write_frame() needs a bytes-like object, not str: encode it first")
-    if skipped is not None and not isinstance(skipped, list):
-        raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
-    if exclude is not None and not isinstance(exclude, Socket):
-        raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
-    if not PyBytes_CheckExact(payload):
-        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
-        try:
-            payload = PyBytes_FromStringAndSize(<const char *>view.buf, view.len)
-        finally:
-            PyBuffer_Release(&view)
-    p = PyBytes_AS_STRING(payload)
-    n = PyBytes_GET_SIZE(payload)
     members = g.members
     # Every distinct rule's frame first: a payload one of them cannot frame fails before any
     # member has it.
@@ -130,8 +114,7 @@ cdef object _group_write_frame(Group g, object payload, object skipped, object e
                 continue
             s = <Socket>o
             rule = (<_FrameState>s.ext.frames).rule if s.flags & F_FRAMED else None
-            if (rule is None or s.state == ST_CLOSED
-                    or (s.flags & (F_ENDING | F_SHUT_WR))):
+            if rule is None:
                 if skipped is not None:
                     skipped.append(s)
                 continue
@@ -143,16 +126,8 @@ cdef object _group_write_frame(Group g, object payload, object skipped, object e
                 else:
                     continue      # a rule set inside this write (by a drain handler): skip
                 last = rule
-            total = PyBytes_GET_SIZE(frame)
-            r = -1
-            if _SocketWriter._whole_room(s, total):
-                r = _SocketWriter._write_whole(s, PyBytes_AS_STRING(frame), total, frame)
-            if r == total:
-                taken += 1
-            elif skipped is not None:
-                skipped.append(s)
+            taken += _group_put(s, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), frame,
+                                skipped)
     finally:
-        g.busy -= 1
-        if g.busy == 0 and g.holes:
-            g._compact()
+        g._end_write()
     return taken

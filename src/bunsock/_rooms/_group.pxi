@@ -79,6 +79,13 @@ cdef class Group:
             self.index[last] = i
         return 0
 
+    cdef int _end_write(self) except -1:
+        """A write() is done: members that left during it leave their holes now."""
+        self.busy -= 1
+        if self.busy == 0 and self.holes:
+            self._compact()
+        return 0
+
     cdef int _compact(self) except -1:
         cdef Py_ssize_t i
         self.members = [m for m in self.members if m is not None]
@@ -95,57 +102,19 @@ cdef class Group:
         Returns how many members took it. skipped: a list to which the members that did not
         take it are appended. exclude: a member (e.g. the sender) that is not written to (nor
         counted, nor added to skipped). Raises TypeError for a str."""
-        if self.loop is not None:
-            _check_thread(self.loop)
-        cdef Py_buffer view
-        cdef const char *p
-        cdef Py_ssize_t n, i, total, r, taken = 0
-        cdef Socket s
+        cdef bytes msg = _group_message(self, "write", data, skipped, exclude)
+        cdef const char *p = PyBytes_AS_STRING(msg)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(msg), i, taken = 0
         cdef object o
-        cdef list members
-        if isinstance(data, str):
-            raise TypeError("write() needs a bytes-like object, not str: encode it first")
-        if not PyBytes_CheckExact(data):
-            # One copy here; the members then share (cork) the same bytes object.
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-            try:
-                data = PyBytes_FromStringAndSize(<const char *>view.buf, view.len)
-            finally:
-                PyBuffer_Release(&view)
-        p = PyBytes_AS_STRING(data)
-        n = PyBytes_GET_SIZE(data)
-        if exclude is not None and not isinstance(exclude, Socket):
-            raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
-        if skipped is not None and not isinstance(skipped, list):
-            raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
-        members = self.members
-        total = PyList_GET_SIZE(members)
+        cdef list members = self.members
         self.busy += 1
         try:
-            for i in range(total):
+            for i in range(PyList_GET_SIZE(members)):
                 o = <object>PyList_GET_ITEM(members, i)
-                if o is None:
-                    continue          # left during this write
-                s = <Socket>o
-                if o is exclude:
-                    continue
-                if s.state == ST_CLOSED or (s.flags & (F_ENDING | F_SHUT_WR)):
-                    if skipped is not None:
-                        skipped.append(s)
-                    continue
-                # Whole or not at all: a member gets none of a message its mark refuses, and a
-                # `drain` when its backlog has gone, so the game can resync it.
-                r = -1
-                if _SocketWriter._whole_room(s, n):
-                    r = _SocketWriter._write_whole(s, p, n, data)
-                if r == n:
-                    taken += 1
-                elif skipped is not None:
-                    skipped.append(s)
+                if o is not None and o is not exclude:      # None: left during this write
+                    taken += _group_put(<Socket>o, p, n, msg, skipped)
         finally:
-            self.busy -= 1
-            if self.busy == 0 and self.holes:
-                self._compact()
+            self._end_write()
         return taken
 
     def write_frame(self, payload, skipped=None, *, exclude=None):
@@ -170,6 +139,41 @@ cdef class Group:
 
     def __repr__(self):
         return "<bunsock.Group members=%d>" % len(self.index)
+
+
+cdef bytes _group_message(Group g, str what, object data, object skipped, object exclude):
+    """A Group write's arguments checked (TypeError naming the one that is wrong), and the
+    message as one bytes object: the members' corks then share it (one copy at most)."""
+    cdef Py_buffer view
+    if g.loop is not None:
+        _check_thread(g.loop)
+    if isinstance(data, str):
+        raise TypeError("%s() needs a bytes-like object, not str: encode it first" % what)
+    if skipped is not None and not isinstance(skipped, list):
+        raise TypeError("skipped must be a list or None, not %s" % type(skipped).__name__)
+    if exclude is not None and not isinstance(exclude, Socket):
+        raise TypeError("exclude must be a Socket or None, not %s" % type(exclude).__name__)
+    if PyBytes_CheckExact(data):
+        return <bytes>data
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return PyBytes_FromStringAndSize(<const char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef int _group_put(Socket s, const char *p, Py_ssize_t n, object keep, object skipped) except -1:
+    """One member's share of a Group write: the whole message or none of it. A member that is
+    closed or ending does not take it; one whose mark refuses it gets a `drain` when its
+    backlog has gone, so the game can resync it. 1 when the member took it, else 0 (and the
+    member is appended to skipped, when given)."""
+    if (s.state != ST_CLOSED and not (s.flags & (F_ENDING | F_SHUT_WR))
+            and _SocketWriter._whole_room(s, n)
+            and _SocketWriter._write_whole(s, p, n, keep) == n):
+        return 1
+    if skipped is not None:
+        skipped.append(s)
+    return 0
 
 
 cdef int _leave_groups(_SocketBase s) except -1:
