@@ -248,7 +248,6 @@ cdef class _SocketWriter(_SocketBase):
     cdef Py_ssize_t _backlog(self) noexcept
     cdef Py_ssize_t _hwm_room(self, Py_ssize_t n) noexcept
     cdef bint _whole_room(self, Py_ssize_t n) except -1
-    cdef Py_ssize_t _write_whole(self, const char *p, Py_ssize_t n, object keep) except -2
     cdef bint _wants_writable(self)
     cdef int _check(self) except -1
     cdef int _spill_cork(self) except -1

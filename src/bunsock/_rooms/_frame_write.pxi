@@ -52,7 +52,7 @@ cdef Py_ssize_t _frame_write(Socket s, _FrameRule rule, const char *p, Py_ssize_
         keep = PyBytes_FromStringAndSize(NULL, total)
         out = PyBytes_AS_STRING(keep)
     _frame_fill(rule, out, hdr, p, n)
-    return _SocketWriter._write_whole(s, out, total, keep)
+    return _write_whole(s, out, total, keep)
 
 
 cdef object _write_frame(Socket s, object payload):

@@ -90,21 +90,12 @@ cdef class _SocketWriter(_SocketBase):
         learns when the backlog is gone and can resync this peer."""
         cdef Py_ssize_t room
         self.flags |= F_WHOLE
-        room = self._hwm_room(n)
+        room = _SocketWriter._hwm_room(self, n)
         self.flags &= ~F_WHOLE
         if room >= n:
             return 1
-        self._owe_drain()
+        _SocketWriter._owe_drain(self)
         return 0
-
-    cdef Py_ssize_t _write_whole(self, const char *p, Py_ssize_t n, object keep) except -2:
-        """_write() of one message _whole_room() allowed: F_WHOLE stays set through the
-        member's own write path (the cork's and TLS's mark checks), so no step cuts it."""
-        self.flags |= F_WHOLE
-        try:
-            return _SocketWriter._write(self, p, n, keep)
-        finally:
-            self.flags &= ~F_WHOLE
 
     cdef bint _wants_writable(self):
         """Writable interest is needed while the kernel refused bytes (a backlog), while a
@@ -424,6 +415,21 @@ cdef class _SocketWriter(_SocketBase):
                 break
             accepted += k
         return accepted
+
+
+cdef inline Py_ssize_t _write_whole(_SocketWriter s, const char *p, Py_ssize_t n,
+                                    object keep) except -2:
+    """One message written whole or not at all: n (or -1 when the socket cannot write), or -1
+    with a drain owed when _whole_room() would refuse it. F_WHOLE stays set through the
+    socket's own write path (the cork's and TLS's mark checks), so no step cuts it."""
+    s.flags |= F_WHOLE
+    try:
+        if _SocketWriter._hwm_room(s, n) < n:
+            _SocketWriter._owe_drain(s)
+            return -1
+        return _SocketWriter._write(s, p, n, keep)
+    finally:
+        s.flags &= ~F_WHOLE
 
 
 cdef char *_cork_extend(_SocketWriter s, Py_ssize_t n) except? NULL:
