@@ -420,13 +420,12 @@ cdef class _SocketWriter(_SocketBase):
 cdef inline Py_ssize_t _write_whole(_SocketWriter s, const char *p, Py_ssize_t n,
                                     object keep) except -2:
     """One message written whole or not at all: n (or -1 when the socket cannot write), or -1
-    with a drain owed when _whole_room() would refuse it. F_WHOLE stays set through the
-    socket's own write path (the cork's and TLS's mark checks), so no step cuts it."""
+    with a drain owed when _whole_room() refuses it. F_WHOLE stays set through the socket's
+    own write path (the cork's and TLS's mark checks), so no step cuts it."""
+    if not _SocketWriter._whole_room(s, n):
+        return -1
     s.flags |= F_WHOLE
     try:
-        if _SocketWriter._hwm_room(s, n) < n:
-            _SocketWriter._owe_drain(s)
-            return -1
         return _SocketWriter._write(s, p, n, keep)
     finally:
         s.flags &= ~F_WHOLE
